@@ -1,0 +1,1 @@
+"""The checkpoint-conversion CLI of sam2-jax: ``python -m convert SRC OUT``."""

@@ -1,0 +1,33 @@
+"""sam2-jax: SAM 2 / 2.1 image segmentation in JAX/Flax, loaded from the official checkpoints."""
+
+from .config import (
+    CHECKPOINTS,
+    MODEL_SIZES,
+    HieraConfig,
+    MaskDecoderConfig,
+    PromptEncoderConfig,
+    Sam2Config,
+    VisionConfig,
+    get_config,
+)
+from .io import load, load_params, save_converted
+from .model import Sam2ImageSegmentationOutput, Sam2Model, init_params, param_shapes
+
+__all__ = [
+    "CHECKPOINTS",
+    "MODEL_SIZES",
+    "HieraConfig",
+    "MaskDecoderConfig",
+    "PromptEncoderConfig",
+    "Sam2Config",
+    "VisionConfig",
+    "get_config",
+    "Sam2ImageSegmentationOutput",
+    "Sam2Model",
+    "init_params",
+    "param_shapes",
+    "load",
+    "load_params",
+    "save_converted",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,299 @@
+"""Checkpoint conversion as data: SAM 2 state dicts (NumPy arrays) -> the Flax param tree of ``Sam2Model``.
+
+Two source layouts are understood:
+
+* transformers (``Sam2Model`` and the Hub's ``Sam2VideoModel`` ``model.safetensors``): ``TRANSFORMERS_RULES``
+  maps every image-model key to a Flax path and a layout transform. The video model's extra keys are skipped
+  only if they are in ``TRANSFORMERS_VIDEO_ONLY``.
+* the original facebookresearch ``.pt`` state dict: ``OFFICIAL_RENAMES`` rewrites its key names to
+  transformers' (``OFFICIAL_MERGES`` stacks the four point embeddings, ``OFFICIAL_COPIES`` sends the one
+  Fourier matrix to both of its destinations), then the transformers table applies. Its video keys are
+  listed in ``OFFICIAL_VIDEO_ONLY``.
+
+``convert_state_dict`` applies a table once and checks the result against the model's abstract param tree
+(``jax.eval_shape`` of ``init``): missing, unexpected and mis-shaped keys are reported together in one
+``CheckpointError``. Only NumPy is needed here; reading ``.pt`` files (torch) lives in ``sam2_jax.io``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from .config import MODEL_SIZES, Sam2Config
+
+__all__ = [
+    "CheckpointError",
+    "TRANSFORMERS_RULES",
+    "TRANSFORMERS_VIDEO_ONLY",
+    "OFFICIAL_RENAMES",
+    "OFFICIAL_VIDEO_ONLY",
+    "convert_state_dict",
+    "check_params",
+    "official_to_transformers",
+    "infer_config",
+    "flatten_params",
+    "unflatten_params",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model: lists every offending key at once."""
+
+
+# ---- layout transforms (torch layout -> Flax layout) ---------------------------------------------------------
+def _identity(w: np.ndarray) -> np.ndarray:
+    return w
+
+
+def _linear(w: np.ndarray) -> np.ndarray:  # (out, in) -> (in, out)
+    return w.T
+
+
+def _conv(w: np.ndarray) -> np.ndarray:  # (out, in, kh, kw) -> (kh, kw, in, out)
+    return w.transpose(2, 3, 1, 0)
+
+
+def _deconv(w: np.ndarray) -> np.ndarray:  # ConvTranspose (in, out, kh, kw) -> (kh, kw, in, out)
+    return w.transpose(2, 3, 0, 1)
+
+
+def _nchw(w: np.ndarray) -> np.ndarray:  # (1, C, h, w) -> (1, h, w, C)
+    return w.transpose(0, 2, 3, 1)
+
+
+IDENTITY, LINEAR, CONV, DECONV, NCHW = _identity, _linear, _conv, _deconv, _nchw
+
+# ---- the transformers table: (key regex, Flax path template, transform of the weight) --------------------------
+# Paths use "." like the source; numeric components become Flax list names (``blocks.3`` -> ``blocks_3``).
+# Biases are never transformed. The first matching rule wins, so specific rules come before generic ones.
+TRANSFORMERS_RULES: list[tuple[str, str, Callable[[np.ndarray], np.ndarray]]] = [
+    (r"vision_encoder\.backbone\.(pos_embed|pos_embed_window)", r"vision_encoder.backbone.\1", NCHW),
+    (r"(vision_encoder\.backbone\.patch_embed\.projection)\.weight", r"\1.kernel", CONV),
+    (r"(vision_encoder\.neck\.convs\.\d+)\.weight", r"\1.kernel", CONV),
+    (r"(prompt_encoder\.mask_embed\.conv[123])\.weight", r"\1.kernel", CONV),
+    (r"(mask_decoder\.conv_s[01])\.weight", r"\1.kernel", CONV),
+    (r"(mask_decoder\.upscale_conv[12])\.weight", r"\1.kernel", DECONV),
+    (r"(prompt_encoder\.(?:no_mask_embed|point_embed|not_a_point_embed))\.weight", r"\1.embedding", IDENTITY),
+    (r"(mask_decoder\.(?:iou_token|mask_tokens|obj_score_token))\.weight", r"\1.embedding", IDENTITY),
+    (r"((?:prompt_encoder\.shared_embedding|shared_image_embedding)\.positional_embedding)", r"\1", IDENTITY),
+    (r"no_memory_embedding", r"no_memory_embedding", IDENTITY),
+    (r"(.*\.(?:layer_norm\d?|upscale_layer_norm|layer_norm_final_attn))\.weight", r"\1.scale", IDENTITY),
+    (r"(.*)\.weight", r"\1.kernel", LINEAR),  # every remaining weight is an nn.Linear
+    (r"(.*)\.bias", r"\1.bias", IDENTITY),
+]
+
+# Keys of transformers' Sam2VideoModel (the Hub layout) that the image model deliberately does not use.
+TRANSFORMERS_VIDEO_ONLY: list[str] = [
+    r"memory_attention\.layers\.\d+\.(self_attn|cross_attn_image)\.[qkvo]_proj\.(weight|bias)",
+    r"memory_attention\.layers\.\d+\.(layer_norm[123]|linear[12])\.(weight|bias)",
+    r"memory_attention\.layer_norm\.(weight|bias)",
+    r"memory_encoder\.mask_downsampler\.layers\.\d+\.(conv|layer_norm)\.(weight|bias)",
+    r"memory_encoder\.mask_downsampler\.final_conv\.(weight|bias)",
+    r"memory_encoder\.feature_projection\.(weight|bias)",
+    r"memory_encoder\.memory_fuser\.layers\.\d+\.(depthwise_conv|pointwise_conv[12]|layer_norm)\.(weight|bias)",
+    r"memory_encoder\.memory_fuser\.layers\.\d+\.scale",
+    r"memory_encoder\.projection\.(weight|bias)",
+    r"memory_temporal_positional_encoding",
+    r"no_memory_positional_encoding",
+    r"no_object_pointer",
+    r"object_pointer_proj\.(proj_in|proj_out|layers\.\d+)\.(weight|bias)",
+    r"occlusion_spatial_embedding_parameter",
+    r"temporal_positional_encoding_projection_layer\.(weight|bias)",
+    r"mask_downsample\.(weight|bias)",
+]
+
+# ---- the official (.pt) key names -> transformers key names ----------------------------------------------------
+# Every rule is tried in order on the (already rewritten) name; a key that no rule touches is unexpected.
+_HEAD3 = r"(sam_mask_decoder\.(?:iou_prediction_head|output_hypernetworks_mlps\.\d+|pred_obj_score_head))"
+OFFICIAL_RENAMES: list[tuple[str, str]] = [
+    (r"image_encoder\.trunk\.patch_embed\.proj\.(.*)", r"vision_encoder.backbone.patch_embed.projection.\1"),
+    (r"image_encoder\.trunk\.blocks\.(\d+)\.norm([12])\.(.*)", r"vision_encoder.backbone.blocks.\1.layer_norm\2.\3"),
+    (r"image_encoder\.trunk\.blocks\.(\d+)\.mlp\.layers\.0\.(.*)", r"vision_encoder.backbone.blocks.\1.mlp.proj_in.\2"),
+    (
+        r"image_encoder\.trunk\.blocks\.(\d+)\.mlp\.layers\.1\.(.*)",
+        r"vision_encoder.backbone.blocks.\1.mlp.proj_out.\2",
+    ),
+    (r"image_encoder\.trunk\.(.*)", r"vision_encoder.backbone.\1"),
+    (r"image_encoder\.neck\.convs\.(\d+)\.conv\.(.*)", r"vision_encoder.neck.convs.\1.\2"),
+    (r"sam_prompt_encoder\.not_a_point_embed\.(.*)", r"prompt_encoder.not_a_point_embed.\1"),
+    (r"sam_prompt_encoder\.no_mask_embed\.(.*)", r"prompt_encoder.no_mask_embed.\1"),
+    (r"sam_prompt_encoder\.mask_downscaling\.0\.(.*)", r"prompt_encoder.mask_embed.conv1.\1"),
+    (r"sam_prompt_encoder\.mask_downscaling\.1\.(.*)", r"prompt_encoder.mask_embed.layer_norm1.\1"),
+    (r"sam_prompt_encoder\.mask_downscaling\.3\.(.*)", r"prompt_encoder.mask_embed.conv2.\1"),
+    (r"sam_prompt_encoder\.mask_downscaling\.4\.(.*)", r"prompt_encoder.mask_embed.layer_norm2.\1"),
+    (r"sam_prompt_encoder\.mask_downscaling\.6\.(.*)", r"prompt_encoder.mask_embed.conv3.\1"),
+    (
+        r"(sam_mask_decoder\.transformer\.(?:layers\.\d+\.\w+|final_attn_token_to_image))\.out_proj\.(.*)",
+        r"\1.o_proj.\2",
+    ),
+    (
+        r"sam_mask_decoder\.transformer\.layers\.(\d+)\.norm([1-4])\.(.*)",
+        r"mask_decoder.transformer.layers.\1.layer_norm\2.\3",
+    ),
+    (
+        r"sam_mask_decoder\.transformer\.layers\.(\d+)\.mlp\.layers\.0\.(.*)",
+        r"mask_decoder.transformer.layers.\1.mlp.proj_in.\2",
+    ),
+    (
+        r"sam_mask_decoder\.transformer\.layers\.(\d+)\.mlp\.layers\.1\.(.*)",
+        r"mask_decoder.transformer.layers.\1.mlp.proj_out.\2",
+    ),
+    (r"sam_mask_decoder\.transformer\.norm_final_attn\.(.*)", r"mask_decoder.transformer.layer_norm_final_attn.\1"),
+    (_HEAD3 + r"\.layers\.0\.(.*)", r"\1.proj_in.\2"),
+    (_HEAD3 + r"\.layers\.1\.(.*)", r"\1.layers.0.\2"),
+    (_HEAD3 + r"\.layers\.2\.(.*)", r"\1.proj_out.\2"),
+    (r"sam_mask_decoder\.output_upscaling\.0\.(.*)", r"mask_decoder.upscale_conv1.\1"),
+    (r"sam_mask_decoder\.output_upscaling\.1\.(.*)", r"mask_decoder.upscale_layer_norm.\1"),
+    (r"sam_mask_decoder\.output_upscaling\.3\.(.*)", r"mask_decoder.upscale_conv2.\1"),
+    (r"sam_mask_decoder\.(.*)", r"mask_decoder.\1"),
+    (r"no_mem_embed", r"no_memory_embedding"),
+]
+# Several official tensors -> one transformers tensor (concatenated along axis 0).
+OFFICIAL_MERGES: dict[str, list[str]] = {
+    "prompt_encoder.point_embed.weight": [f"sam_prompt_encoder.point_embeddings.{i}.weight" for i in range(4)],
+}
+# One official tensor -> several transformers tensors.
+OFFICIAL_COPIES: dict[str, list[str]] = {
+    "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix": [
+        "prompt_encoder.shared_embedding.positional_embedding",
+        "shared_image_embedding.positional_embedding",
+    ],
+}
+# Keys of the official SAM2Base that serve video tracking only.
+OFFICIAL_VIDEO_ONLY: list[str] = [
+    r"memory_attention\..*",
+    r"memory_encoder\..*",
+    r"maskmem_tpos_enc",
+    r"no_mem_pos_enc",
+    r"no_obj_ptr",
+    r"no_obj_embed_spatial",
+    r"obj_ptr_proj\.layers\.\d+\.(weight|bias)",
+    r"obj_ptr_tpos_proj\.(weight|bias)",
+    r"mask_downsample\.(weight|bias)",
+]
+
+
+def _full(pattern: str) -> re.Pattern:
+    return re.compile(rf"^{pattern}$")
+
+
+_T_RULES = [(_full(p), t, f) for p, t, f in TRANSFORMERS_RULES]
+_T_VIDEO = [_full(p) for p in TRANSFORMERS_VIDEO_ONLY]
+_O_RENAMES = [(_full(p), t) for p, t in OFFICIAL_RENAMES]
+_O_VIDEO = [_full(p) for p in OFFICIAL_VIDEO_ONLY]
+
+
+def _flax_path(dotted: str) -> tuple[str, ...]:
+    return tuple(re.sub(r"\.(\d+)(?=\.|$)", r"_\1", dotted).split("."))
+
+
+def official_to_transformers(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rename an official SAM 2 state dict to transformers' image-model keys (video keys dropped by list)."""
+    out: dict[str, np.ndarray] = {}
+    unknown: list[str] = []
+    merged = {src for srcs in OFFICIAL_MERGES.values() for src in srcs}
+    for dst, srcs in OFFICIAL_MERGES.items():
+        if all(s in state for s in srcs):
+            out[dst] = np.concatenate([np.asarray(state[s]) for s in srcs], axis=0)
+        else:
+            unknown.extend(f"missing {s}" for s in srcs if s not in state)
+    for key, value in state.items():
+        if key in merged or any(p.match(key) for p in _O_VIDEO):
+            continue
+        if key in OFFICIAL_COPIES:
+            for dst in OFFICIAL_COPIES[key]:
+                out[dst] = np.asarray(value)
+            continue
+        name, renamed = key, False
+        for pattern, template in _O_RENAMES:  # applied in order, like a sed script
+            if pattern.match(name):
+                name, renamed = pattern.sub(template, name), True
+        if renamed:
+            out[name] = np.asarray(value)
+        else:
+            unknown.append(f"unexpected {key}")
+    if unknown:
+        raise CheckpointError("not a SAM 2 checkpoint of the official layout:\n  " + "\n  ".join(sorted(unknown)))
+    return out
+
+
+def _map_transformers(state: Mapping[str, np.ndarray]) -> tuple[dict, list[str]]:
+    params, unexpected = {}, []
+    for key, value in state.items():
+        if any(p.match(key) for p in _T_VIDEO):
+            continue
+        for pattern, template, transform in _T_RULES:
+            if pattern.match(key):
+                value = np.asarray(value)
+                value = value if key.endswith(".bias") else transform(value)
+                path = _flax_path(pattern.sub(template, key))
+                if path in params:
+                    unexpected.append(f"{key} (a second tensor for {'/'.join(path)})")
+                params[path] = np.ascontiguousarray(value)
+                break
+        else:
+            unexpected.append(key)
+    return params, unexpected
+
+
+def convert_state_dict(state: Mapping[str, np.ndarray], config: Sam2Config, layout: str = "transformers") -> dict:
+    """Convert a state dict of ``layout`` ("transformers" or "official") into the nested Flax param dict.
+
+    Strict: every image-model tensor is used exactly once, every Flax leaf is filled, every shape matches the
+    model built from ``config``. Otherwise a ``CheckpointError`` lists all missing, unexpected and mis-shaped keys.
+    """
+    if layout == "official":
+        state = official_to_transformers(state)
+    elif layout != "transformers":
+        raise ValueError(f"unknown checkpoint layout {layout!r}")
+    params, unexpected = _map_transformers(state)
+    check_params(params, config, unexpected)
+    return unflatten_dict({k: v.astype(np.float32) for k, v in params.items()})
+
+
+def check_params(params: Mapping[tuple[str, ...], np.ndarray], config: Sam2Config, unexpected=()) -> None:
+    """Raise one ``CheckpointError`` listing missing, unexpected and mis-shaped leaves of a flat param dict."""
+    from .model import param_shapes  # deferred: builds the model abstractly
+
+    expected = flatten_dict(param_shapes(config))
+    missing = sorted("/".join(k) for k in expected if k not in params)
+    unexpected = list(unexpected) + sorted("/".join(k) for k in params if k not in expected)
+    misshaped = sorted(
+        f"{'/'.join(k)}: checkpoint {tuple(np.shape(params[k]))}, model {tuple(expected[k].shape)}"
+        for k in params
+        if k in expected and tuple(np.shape(params[k])) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or misshaped:
+        parts = []
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if keys:
+                parts.append(f"{len(keys)} {title}:\n    " + "\n    ".join(keys))
+        raise CheckpointError("checkpoint does not match the SAM 2 model:\n  " + "\n  ".join(parts))
+
+
+def infer_config(state: Mapping[str, np.ndarray], layout: str = "transformers") -> Sam2Config:
+    """Pick the model size whose backbone width and depth match the tensors."""
+    prefix = "vision_encoder.backbone." if layout == "transformers" else "image_encoder.trunk."
+    patch = prefix + ("patch_embed.projection.weight" if layout == "transformers" else "patch_embed.proj.weight")
+    if patch not in state:
+        raise CheckpointError(f"not a SAM 2 checkpoint: no {patch}")
+    width = np.shape(state[patch])[0]
+    blocks = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))}
+    for cfg in MODEL_SIZES.values():
+        hc = cfg.vision_config.backbone_config
+        if hc.hidden_size == width and sum(hc.blocks_per_stage) == len(blocks):
+            return cfg
+    raise CheckpointError(f"no SAM 2 size has a {width}-wide, {len(blocks)}-block backbone; pass the size explicitly")
+
+
+def flatten_params(params: Mapping) -> dict[str, np.ndarray]:
+    """Nested param dict -> {"a/b/c": array}, the on-disk form."""
+    return {"/".join(k): np.asarray(v) for k, v in flatten_dict(params).items()}
+
+
+def unflatten_params(flat: Mapping[str, np.ndarray]) -> dict:
+    return unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})

@@ -1,0 +1,181 @@
+"""The SAM 2 image model: vision encoder, prompt encoder and mask decoder (transformers ``Sam2Model``).
+
+``Sam2Model(config, dtype)(...)`` mirrors ``Sam2Model.forward``, channels-last:
+
+In:
+  pixel_values      (B, 1024, 1024, 3) normalised pixels, or
+  image_embeddings  the tuple from ``get_image_embeddings``: (B, 256, 256, 32), (B, 128, 128, 64), (B, 64, 64, 256)
+  input_points      (B, P, N, 2) (x, y) in the 1024 frame;  input_labels (B, P, N) int (default: all 1)
+  input_boxes       (B, P, 4) (x1, y1, x2, y2) in the 1024 frame
+  input_masks       (B, P', H, W) mask logits, P' = 1 (per image, as transformers) or P (per object);
+                    resized to 256x256 with antialiased bilinear when needed
+  multimask_output  static bool: 3 masks per prompt, or 1 (stability-checked)
+  prompt_mask       (B, P, N) bool or None: False marks bucket-padding points; they are masked out of the
+                    decoder's attention so the answer equals the unpadded call (transformers' -10 label
+                    still means "zero embedding, attends")
+Out: ``Sam2ImageSegmentationOutput`` with iou_scores (B, P, M), pred_masks (B, P, M, 256, 256) low-resolution
+  logits, object_score_logits (B, P, 1), image_embeddings (the tuple above).
+
+Params are a plain pytree: ``model.apply({"params": params}, ...)``; see ``init_params``.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import Sam2Config
+from .fpn import VisionEncoder, VisionEncoderOutput
+from .layers import Dtype
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import NOT_A_POINT_LABEL, PositionalEmbedding, PromptEncoder
+
+
+@flax.struct.dataclass
+class Sam2ImageSegmentationOutput:
+    iou_scores: jax.Array  # (B, P, M)
+    pred_masks: jax.Array  # (B, P, M, 256, 256) low-resolution mask logits
+    object_score_logits: jax.Array  # (B, P, 1)
+    image_embeddings: tuple[jax.Array, ...]  # (B, 256, 256, 32), (B, 128, 128, 64), (B, 64, 64, 256)
+
+
+def _check_rank(name: str, x, rank: int, layout: str):
+    if x is not None and np.ndim(x) != rank:
+        raise ValueError(f"{name} must have shape {layout}, got shape {tuple(np.shape(x))}")
+
+
+class Sam2Model(nn.Module):
+    config: Sam2Config
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.shared_image_embedding = PositionalEmbedding(c.prompt_encoder_config.hidden_size // 2)
+        self.vision_encoder = VisionEncoder(c.vision_config, self.dtype)
+        self.prompt_encoder = PromptEncoder(c.prompt_encoder_config, self.dtype)
+        self.mask_decoder = MaskDecoder(c.mask_decoder_config, self.dtype)
+        self.no_memory_embedding = self.param(
+            "no_memory_embedding", nn.initializers.zeros, (1, 1, c.vision_config.fpn_hidden_size)
+        )
+
+    def get_image_wide_positional_embeddings(self) -> jax.Array:
+        """(1, 64, 64, C) positional encoding of the embedding grid at cell centres."""
+        s = self.config.prompt_encoder_config.image_embedding_size
+        centres = (jnp.arange(s, dtype=jnp.float32) + 0.5) / s
+        grid = jnp.stack(jnp.meshgrid(centres, centres, indexing="xy"), axis=-1)  # (s, s, [x, y])
+        return self.shared_image_embedding(grid)[None]
+
+    def get_image_features(self, pixel_values: jax.Array) -> VisionEncoderOutput:
+        """Vision encoder output with the two high-resolution levels projected by ``conv_s0`` / ``conv_s1``."""
+        _check_rank("pixel_values", pixel_values, 4, "(B, H, W, 3)")
+        size = self.config.prompt_encoder_config.image_size
+        if pixel_values.shape[1:] != (size, size, 3):
+            raise ValueError(f"pixel_values must have shape (B, {size}, {size}, 3), got {pixel_values.shape}")
+        out = self.vision_encoder(pixel_values)
+        fpn = list(out.fpn_hidden_states)
+        fpn[0], fpn[1] = self.mask_decoder.project_high_resolution(fpn[0], fpn[1])
+        return out.replace(fpn_hidden_states=tuple(fpn))
+
+    def get_image_embeddings(self, pixel_values: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(feat_s0, feat_s1, image_embedding): everything the decoder needs from an image, computed once."""
+        feat_s0, feat_s1, embed = self.get_image_features(pixel_values).fpn_hidden_states
+        return feat_s0, feat_s1, embed + self.no_memory_embedding.astype(embed.dtype)
+
+    def __call__(
+        self,
+        pixel_values: jax.Array | None = None,
+        input_points: jax.Array | None = None,
+        input_labels: jax.Array | None = None,
+        input_boxes: jax.Array | None = None,
+        input_masks: jax.Array | None = None,
+        image_embeddings: tuple[jax.Array, ...] | None = None,
+        multimask_output: bool = True,
+        prompt_mask: jax.Array | None = None,
+    ) -> Sam2ImageSegmentationOutput:
+        if (pixel_values is None) == (image_embeddings is None):
+            raise ValueError("Exactly one of pixel_values or image_embeddings must be provided.")
+        _check_rank("input_points", input_points, 4, "(batch, objects, points, 2)")
+        _check_rank("input_labels", input_labels, 3, "(batch, objects, points)")
+        _check_rank("input_boxes", input_boxes, 3, "(batch, objects, 4)")
+        if input_points is not None and input_points.shape[-1] != 2:
+            raise ValueError(f"input_points must end in (x, y) pairs, got shape {input_points.shape}")
+        if input_boxes is not None and input_boxes.shape[-1] != 4:
+            raise ValueError(f"input_boxes must end in (x1, y1, x2, y2), got shape {input_boxes.shape}")
+        if input_points is not None and input_labels is not None and input_labels.shape != input_points.shape[:3]:
+            raise ValueError(
+                f"input_labels shape {input_labels.shape} does not match input_points shape {input_points.shape}"
+            )
+        if input_points is not None and input_boxes is not None and input_points.shape[:2] != input_boxes.shape[:2]:
+            raise ValueError(
+                "You should provide as many bounding boxes as input points per box. "
+                f"Got {input_points.shape[:2]} and {input_boxes.shape[:2]}."
+            )
+        if prompt_mask is not None and (input_points is None or prompt_mask.shape != input_points.shape[:3]):
+            raise ValueError("prompt_mask must have the shape of input_labels (batch, objects, points)")
+
+        if pixel_values is not None:
+            image_embeddings = self.get_image_embeddings(pixel_values)
+        image_embeddings = tuple(image_embeddings)
+        batch = image_embeddings[-1].shape[0]
+
+        if input_points is not None and input_labels is None:
+            input_labels = jnp.ones(input_points.shape[:3], jnp.int32)
+        if input_points is None and input_boxes is None:
+            input_points = jnp.zeros((batch, 1, 1, 2), jnp.float32)
+            input_labels = jnp.full((batch, 1, 1), NOT_A_POINT_LABEL, jnp.int32)
+
+        if input_masks is not None:
+            _check_rank("input_masks", input_masks, 4, "(batch, 1 or objects, H, W)")
+            s = self.config.prompt_encoder_config.mask_input_size
+            if input_masks.shape[-2:] != (s, s):
+                shape = (*input_masks.shape[:2], s, s)
+                input_masks = jax.image.resize(input_masks.astype(jnp.float32), shape, "linear", antialias=True)
+
+        sparse, dense = self.prompt_encoder(input_points, input_labels, input_boxes, input_masks)
+        token_mask = None
+        if prompt_mask is not None:
+            extra = sparse.shape[2] - prompt_mask.shape[2]  # the pad token and box tokens always take part
+            token_mask = jnp.pad(prompt_mask.astype(bool), ((0, 0), (0, 0), (0, extra)), constant_values=True)
+
+        masks, iou_scores, object_score_logits = self.mask_decoder(
+            image_embeddings[-1],
+            self.get_image_wide_positional_embeddings(),
+            sparse,
+            dense,
+            image_embeddings[:-1],
+            multimask_output=multimask_output,
+            token_mask=token_mask,
+        )
+        return Sam2ImageSegmentationOutput(
+            iou_scores=iou_scores.astype(jnp.float32),
+            pred_masks=masks.astype(jnp.float32),
+            object_score_logits=object_score_logits.astype(jnp.float32),
+            image_embeddings=image_embeddings,
+        )
+
+    def init_all(self):
+        """Touch every submodule once (boxes, masks, points) so that ``init`` creates the full param tree."""
+        size = self.config.prompt_encoder_config.image_size
+        m = self.config.prompt_encoder_config.mask_input_size
+        out = self(
+            pixel_values=jnp.zeros((1, size, size, 3), jnp.float32),
+            input_points=jnp.zeros((1, 1, 1, 2), jnp.float32),
+            input_labels=jnp.ones((1, 1, 1), jnp.int32),
+            input_boxes=jnp.zeros((1, 1, 4), jnp.float32),
+            input_masks=jnp.zeros((1, 1, m, m), jnp.float32),
+        )
+        return self(image_embeddings=out.image_embeddings)  # the no-mask path creates ``no_mask_embed``
+
+
+def init_params(config: Sam2Config, rng: jax.Array | None = None, dtype: Dtype = jnp.float32):
+    """Randomly initialised params of the full model (use ``param_shapes`` for shapes only)."""
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    return Sam2Model(config, dtype).init(rng, method=Sam2Model.init_all)["params"]
+
+
+def param_shapes(config: Sam2Config):
+    """The param tree as ``jax.ShapeDtypeStruct`` leaves, without computing anything."""
+    return jax.eval_shape(lambda: init_params(config))

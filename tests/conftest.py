@@ -1,0 +1,83 @@
+"""Shared fixtures: randomised transformers reference models, built once per session, and their conversions."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def rel_l2(actual, expected) -> float:
+    a = np.asarray(actual, np.float64)
+    e = np.asarray(expected, np.float64)
+    assert a.shape == e.shape, f"shape {a.shape} != reference {e.shape}"
+    return float(np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-30))
+
+
+def assert_rel_close(actual, expected, tol: float = 1e-4, what: str = ""):
+    err = rel_l2(actual, expected)
+    assert err <= tol, f"{what}: relative L2 error {err:.3g} > {tol:g}"
+    return err
+
+
+class Reference:
+    """A randomised transformers model, its converted Flax params, and cached image embeddings."""
+
+    def __init__(self, config, seed: int = 0, video: bool = False):
+        import torch
+        from reference import build_transformers_model, state_dict_numpy
+
+        from sam2_jax import Sam2Model
+        from sam2_jax.checkpoint import convert_state_dict
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        self.config = config
+        self.torch_model = build_transformers_model(config, seed=seed, video=video)
+        self.state = state_dict_numpy(self.torch_model)
+        self.params = convert_state_dict(self.state, config)
+        self.model = Sam2Model(config)
+        self.size = config.prompt_encoder_config.image_size
+
+        def apply(params, multimask_output=True, **kwargs):
+            return self.model.apply({"params": params}, multimask_output=multimask_output, **kwargs)
+
+        self.apply = jax.jit(apply, static_argnames=("multimask_output",))
+        self.embed = jax.jit(
+            lambda p, x: self.model.apply({"params": p}, x, method=type(self.model).get_image_embeddings)
+        )
+
+    def torch_forward(self, **kwargs):
+        import torch
+
+        def conv(v):
+            if isinstance(v, np.ndarray):
+                t = torch.from_numpy(v)
+                return t.long() if v.dtype.kind == "i" else t
+            return v
+
+        if "pixel_values" in kwargs:
+            kwargs["pixel_values"] = torch.from_numpy(kwargs["pixel_values"]).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            return self.torch_model(**{k: conv(v) for k, v in kwargs.items()})
+
+
+@pytest.fixture(scope="session")
+def small_ref():
+    """A small 256-px SAM 2 that still exercises every code path (windows, padding, pooling, global blocks)."""
+    from reference import tiny_test_config
+
+    return Reference(tiny_test_config(), seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_ref():
+    """The real sam2.1-hiera-tiny architecture at 1024 px, randomised."""
+    from sam2_jax import get_config
+
+    return Reference(get_config("facebook/sam2.1-hiera-tiny"), seed=2)

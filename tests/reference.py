@@ -1,0 +1,97 @@
+"""Randomised reference models for parity tests (torch and transformers are test-time dependencies only)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sam2_jax.config import Sam2Config
+
+
+def tiny_test_config() -> Sam2Config:
+    """A small but complete SAM 2 (4 stages, windowed + global attention, padding, q-pooling) at 256 px."""
+    from sam2_jax.config import HieraConfig, MaskDecoderConfig, PromptEncoderConfig, VisionConfig
+
+    backbone = HieraConfig(
+        hidden_size=16,
+        image_size=(256, 256),
+        embed_dim_per_stage=(16, 32, 64, 128),
+        num_attention_heads_per_stage=(1, 2, 4, 8),
+        blocks_per_stage=(1, 2, 3, 2),
+        window_size_per_stage=(8, 4, 6, 4),  # 6 on a 16x16 grid pads windows; 8 -> 4 on 64x64 pools
+        global_attention_blocks=(4,),
+        window_positional_embedding_background_size=(5, 5),
+    )
+    vision = VisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=(128, 64, 32, 16),
+        backbone_feature_sizes=((64, 64), (32, 32), (16, 16)),
+        fpn_hidden_size=32,
+    )
+    return Sam2Config(
+        vision_config=vision,
+        prompt_encoder_config=PromptEncoderConfig(hidden_size=32, image_size=256, patch_size=16),
+        mask_decoder_config=MaskDecoderConfig(
+            hidden_size=32, mlp_dim=64, num_attention_heads=4, iou_head_hidden_dim=32
+        ),
+    )
+
+
+def to_transformers_config(config: Sam2Config, video: bool = False):
+    import transformers
+
+    d = config.to_dict()
+    kwargs = dict(
+        vision_config=d["vision_config"],
+        prompt_encoder_config=d["prompt_encoder_config"],
+        mask_decoder_config=d["mask_decoder_config"],
+    )
+    if video:
+        return transformers.Sam2VideoConfig(**kwargs)
+    return transformers.Sam2Config(**kwargs)
+
+
+def randomize_(module, seed: int = 0) -> None:
+    """Overwrite every parameter and buffer with random values of a sensible scale, in place.
+
+    LayerNorm scales land around 1, biases around 0 with spread, matrices at 1/sqrt(fan_in), and the
+    zero-initialised tensors (positional embeddings, ``no_memory_embedding``, tokens) get unit-scale noise.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        tensors = dict(module.named_parameters())
+        tensors.update(dict(module.named_buffers()))
+        for name, t in sorted(tensors.items()):
+            if not t.is_floating_point():
+                continue
+            r = torch.randn(t.shape, generator=gen, dtype=torch.float32)
+            leaf = name.rsplit(".", 1)[-1]
+            is_norm = "norm" in name and leaf in ("weight", "bias")
+            if is_norm and leaf == "weight":
+                value = 1.0 + 0.2 * r
+            elif leaf == "bias":
+                value = 0.2 * r
+            elif t.dim() >= 2 and leaf == "weight":
+                fan_in = math.prod(t.shape[1:]) if "upscale_conv" not in name else t.shape[0]
+                value = r / math.sqrt(fan_in)
+            else:  # embeddings, positional tables, tokens, no_memory_embedding, Fourier matrix
+                value = r
+            t.copy_(value.to(t.dtype))
+
+
+def build_transformers_model(config: Sam2Config, seed: int = 0, video: bool = False):
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    cls = transformers.Sam2VideoModel if video else transformers.Sam2Model
+    model = cls(to_transformers_config(config, video=video)).eval()
+    randomize_(model, seed)
+    return model
+
+
+def state_dict_numpy(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}

@@ -1,0 +1,160 @@
+"""Parity of the full image model with transformers' Sam2Model (randomised weights), case by case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_rel_close
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_case(tiny_ref):
+    """Two random 1024 images embedded once by both models (checks the full pixel path on the way)."""
+    rng = np.random.default_rng(0)
+    pixels = rng.standard_normal((2, 1024, 1024, 3)).astype(np.float32)
+    ours = tiny_ref.embed(tiny_ref.params, pixels)
+    points = np.array([[[[500.0, 375.0]]], [[[120.0, 900.0]]]], np.float32)
+    labels = np.ones((2, 1, 1), np.int64)
+    theirs = tiny_ref.torch_forward(pixel_values=pixels, input_points=points, input_labels=labels)
+    out = tiny_ref.apply(tiny_ref.params, pixel_values=pixels, input_points=points, input_labels=labels)
+    return dict(pixels=pixels, ours=ours, theirs=theirs, first=out)
+
+
+def _compare(out, ref, what):
+    assert_rel_close(out.pred_masks, ref.pred_masks.numpy(), TOL, f"{what} pred_masks")
+    assert_rel_close(out.iou_scores, ref.iou_scores.numpy(), TOL, f"{what} iou_scores")
+    assert_rel_close(out.object_score_logits, ref.object_score_logits.numpy(), TOL, f"{what} object_score_logits")
+
+
+def test_image_embeddings_match(tiny_case):
+    for ours, theirs in zip(tiny_case["ours"], tiny_case["theirs"].image_embeddings, strict=True):
+        assert_rel_close(ours, theirs.permute(0, 2, 3, 1).numpy(), TOL, "image embedding")
+
+
+def test_pixel_path_one_point(tiny_case):
+    _compare(tiny_case["first"], tiny_case["theirs"], "one point from pixels")
+    assert tiny_case["first"].pred_masks.shape == (2, 1, 3, 256, 256)
+
+
+def _embeddings_torch(tiny_case):
+    return tiny_case["theirs"].image_embeddings
+
+
+CASES = {
+    "positive_point": dict(input_points=[[[[500, 375]]]], input_labels=[[[1]]]),
+    "positive_and_negative": dict(input_points=[[[[500, 375], [1125, 625], [300, 200]]]], input_labels=[[[1, 0, 1]]]),
+    "box": dict(input_boxes=[[[75, 275, 1725 / 1.8, 850]]]),
+    "points_and_box": dict(input_points=[[[[500, 375]]]], input_labels=[[[1]]], input_boxes=[[[75, 275, 900, 850]]]),
+    "two_objects": dict(input_points=[[[[500, 375]], [[650, 750]]]], input_labels=[[[1], [1]]]),
+    "not_a_point_label": dict(input_points=[[[[500, 375], [0, 0]]]], input_labels=[[[1, -1]]]),
+    "no_prompt": dict(),
+}
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_prompt_cases_single_image(tiny_ref, tiny_case, case, multimask):
+    kwargs = {k: np.asarray(v, np.int64 if k == "input_labels" else np.float32) for k, v in CASES[case].items()}
+    emb_ours = tuple(e[:1] for e in tiny_case["ours"])
+    emb_theirs = [e[:1] for e in _embeddings_torch(tiny_case)]
+    ref = tiny_ref.torch_forward(image_embeddings=emb_theirs, multimask_output=multimask, **kwargs)
+    out = tiny_ref.apply(tiny_ref.params, image_embeddings=emb_ours, multimask_output=multimask, **kwargs)
+    _compare(out, ref, case)
+
+
+def test_two_images_padded_objects_and_points(tiny_ref, tiny_case):
+    # image 0: two objects with one point each; image 1: one object with two points -> padded with -10
+    points = np.array(
+        [[[[500, 375], [0, 0]], [[650, 750], [0, 0]]], [[[400, 300], [630, 300]], [[0, 0], [0, 0]]]], np.float32
+    )
+    labels = np.array([[[1, -10], [1, -10]], [[1, 1], [-10, -10]]], np.int64)
+    for multimask in (True, False):
+        ref = tiny_ref.torch_forward(
+            image_embeddings=list(_embeddings_torch(tiny_case)),
+            input_points=points,
+            input_labels=labels,
+            multimask_output=multimask,
+        )
+        out = tiny_ref.apply(
+            tiny_ref.params,
+            image_embeddings=tiny_case["ours"],
+            input_points=points,
+            input_labels=labels,
+            multimask_output=multimask,
+        )
+        _compare(out, ref, f"padded batch multimask={multimask}")
+
+
+def test_mask_input_refinement(tiny_ref, tiny_case):
+    """The seed's "previous mask as input" example: best mask fed back with image_embeddings reused."""
+    points = np.array([[[[500, 375]]]], np.float32)
+    labels = np.ones((1, 1, 1), np.int64)
+    emb_ours = tuple(e[:1] for e in tiny_case["ours"])
+    emb_theirs = [e[:1] for e in _embeddings_torch(tiny_case)]
+    first = tiny_ref.torch_forward(image_embeddings=emb_theirs, input_points=points, input_labels=labels)
+    best = int(first.iou_scores.squeeze().argmax())
+    mask_input = first.pred_masks[:, :, best].numpy()  # (1, 1, 256, 256)
+    new_points = np.array([[[[500, 375], [450, 300]]]], np.float32)
+    new_labels = np.ones((1, 1, 2), np.int64)
+    ref = tiny_ref.torch_forward(
+        image_embeddings=emb_theirs,
+        input_points=new_points,
+        input_labels=new_labels,
+        input_masks=mask_input,
+        multimask_output=False,
+    )
+    out = tiny_ref.apply(
+        tiny_ref.params,
+        image_embeddings=emb_ours,
+        input_points=new_points,
+        input_labels=new_labels,
+        input_masks=mask_input,
+        multimask_output=False,
+    )
+    _compare(out, ref, "mask input")
+    # the mask prompt must matter: without it the answer differs
+    plain = tiny_ref.apply(
+        tiny_ref.params,
+        image_embeddings=emb_ours,
+        input_points=new_points,
+        input_labels=new_labels,
+        multimask_output=False,
+    )
+    assert not np.allclose(plain.pred_masks, out.pred_masks, atol=1e-3)
+
+
+def test_labels_default_to_positive(tiny_ref, tiny_case):
+    emb = tuple(e[:1] for e in tiny_case["ours"])
+    pts = np.array([[[[500, 375]]]], np.float32)
+    a = tiny_ref.apply(tiny_ref.params, image_embeddings=emb, input_points=pts)
+    b = tiny_ref.apply(
+        tiny_ref.params, image_embeddings=emb, input_points=pts, input_labels=np.ones((1, 1, 1), np.int32)
+    )
+    np.testing.assert_array_equal(np.asarray(a.pred_masks), np.asarray(b.pred_masks))
+
+
+def test_bad_inputs_are_named(tiny_ref, tiny_case):
+    emb = tuple(e[:1] for e in tiny_case["ours"])
+    with pytest.raises(ValueError, match="Exactly one of pixel_values or image_embeddings"):
+        tiny_ref.model.apply({"params": tiny_ref.params}, input_points=np.zeros((1, 1, 1, 2)))
+    with pytest.raises(ValueError, match="input_points must have shape"):
+        tiny_ref.model.apply({"params": tiny_ref.params}, image_embeddings=emb, input_points=np.zeros((1, 1, 2)))
+    with pytest.raises(ValueError, match="input_labels shape"):
+        tiny_ref.model.apply(
+            {"params": tiny_ref.params},
+            image_embeddings=emb,
+            input_points=np.zeros((1, 1, 2, 2)),
+            input_labels=np.ones((1, 1, 3)),
+        )
+    with pytest.raises(ValueError, match="as many bounding boxes"):
+        tiny_ref.model.apply(
+            {"params": tiny_ref.params},
+            image_embeddings=emb,
+            input_points=np.zeros((1, 2, 1, 2)),
+            input_labels=np.ones((1, 2, 1)),
+            input_boxes=np.zeros((1, 1, 4)),
+        )
+    with pytest.raises(ValueError, match="pixel_values must have shape"):
+        tiny_ref.model.apply({"params": tiny_ref.params}, pixel_values=np.zeros((1, 512, 512, 3), np.float32))
