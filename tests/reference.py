@@ -69,8 +69,7 @@ def randomize_(module, seed: int = 0) -> None:
                 continue
             r = torch.randn(t.shape, generator=gen, dtype=torch.float32)
             leaf = name.rsplit(".", 1)[-1]
-            is_norm = "norm" in name and leaf in ("weight", "bias")
-            if is_norm and leaf == "weight":
+            if leaf == "weight" and t.dim() == 1:  # every 1-D weight of SAM 2 is a LayerNorm scale
                 value = 1.0 + 0.2 * r
             elif leaf == "bias":
                 value = 0.2 * r
@@ -95,3 +94,20 @@ def build_transformers_model(config: Sam2Config, seed: int = 0, video: bool = Fa
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+OFFICIAL_CONFIGS = {
+    "tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+
+
+def build_official_model(size: str, seed: int = 0):
+    """The official facebookresearch SAM2Base (``build_sam2`` without a checkpoint), randomised in place."""
+    from sam2.build_sam import build_sam2
+
+    model = build_sam2(OFFICIAL_CONFIGS[size], ckpt_path=None, device="cpu", mode="eval")
+    randomize_(model, seed)
+    return model
