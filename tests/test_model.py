@@ -158,3 +158,23 @@ def test_bad_inputs_are_named(tiny_ref, tiny_case):
         )
     with pytest.raises(ValueError, match="pixel_values must have shape"):
         tiny_ref.model.apply({"params": tiny_ref.params}, pixel_values=np.zeros((1, 512, 512, 3), np.float32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["small", "base_plus", "large"])
+def test_full_size_pixel_path(size):
+    """Every released size at 1024 px, pixels to masks, one positive and one negative point."""
+    from conftest import Reference
+
+    from sam2_jax import get_config
+
+    ref = Reference(get_config(size), seed=3)
+    rng = np.random.default_rng(0)
+    pixels = rng.standard_normal((1, 1024, 1024, 3)).astype(np.float32)
+    points = np.array([[[[500.0, 375.0], [800.0, 600.0]]]], np.float32)
+    labels = np.array([[[1, 0]]], np.int64)
+    theirs = ref.torch_forward(pixel_values=pixels, input_points=points, input_labels=labels)
+    out = ref.apply(ref.params, pixel_values=pixels, input_points=points, input_labels=labels)
+    _compare(out, theirs, size)
+    for ours, expected in zip(out.image_embeddings, theirs.image_embeddings, strict=True):
+        assert_rel_close(ours, expected.permute(0, 2, 3, 1).numpy(), TOL, f"{size} image embedding")

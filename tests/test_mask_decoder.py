@@ -1,0 +1,50 @@
+"""Mask decoder pieces: the 2x2 transposed convolution and dynamic multimask selection by stability."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from sam2_jax.mask_decoder import ConvTranspose2x2, MaskDecoder, stability_scores
+
+
+def test_conv_transpose_matches_torch():
+    import torch
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 4, 2, 2)).astype(np.float32)  # torch layout (in, out, kh, kw)
+    b = rng.standard_normal(4).astype(np.float32)
+    x = rng.standard_normal((2, 5, 7, 8)).astype(np.float32)
+    conv = torch.nn.ConvTranspose2d(8, 4, 2, 2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(w))
+        conv.bias.copy_(torch.from_numpy(b))
+        ref = conv(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    params = {"kernel": w.transpose(2, 3, 0, 1), "bias": b}
+    out = ConvTranspose2x2(4).apply({"params": params}, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_stability_score():
+    logits = jnp.asarray([[[0.1, -0.01], [0.01, -1.0]]])  # above +0.05: 1 pixel; above -0.05: 3 pixels
+    np.testing.assert_allclose(stability_scores(logits, 0.05), [1 / 3])
+    assert float(stability_scores(-jnp.ones((1, 2, 2)), 0.05)[0]) == 1.0  # empty union counts as stable
+
+
+def test_dynamic_multimask_falls_back_when_unstable():
+    from sam2_jax.config import MaskDecoderConfig
+
+    dec = MaskDecoder(MaskDecoderConfig())
+    h = 8
+    stable = np.where(np.arange(h * h).reshape(h, h) < 20, 5.0, -5.0)  # crisp: stability 1
+    unstable = np.full((h, h), 0.0)  # every pixel within +-delta: stability 0
+    multi = [np.full((h, h), v) for v in (1.0, 2.0, 3.0)]
+    masks = np.stack([np.stack([stable, *multi]), np.stack([unstable, *multi])])[None]  # (1, 2 prompts, 4 masks, h, w)
+    iou = np.array([[[0.1, 0.2, 0.9, 0.3], [0.1, 0.2, 0.9, 0.3]]])
+    out_masks, out_iou = dec.apply(
+        {}, jnp.asarray(masks), jnp.asarray(iou), method=MaskDecoder._dynamic_multimask_via_stability
+    )
+    np.testing.assert_array_equal(out_masks[0, 0, 0], stable)  # stable: keeps mask 0 and its score
+    assert float(out_iou[0, 0, 0]) == np.float32(0.1)
+    np.testing.assert_array_equal(out_masks[0, 1, 0], multi[1])  # unstable: best multimask by IoU (index 2)
+    assert float(out_iou[0, 1, 0]) == np.float32(0.9)
