@@ -104,10 +104,21 @@ OFFICIAL_CONFIGS = {
 }
 
 
+def ensure_official_hydra() -> None:
+    """The official package initialises Hydra's global config module on import; make sure it still is."""
+    import sam2  # noqa: F401  (initialises on first import)
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        initialize_config_module("sam2", version_base="1.2")
+
+
 def build_official_model(size: str, seed: int = 0):
     """The official facebookresearch SAM2Base (``build_sam2`` without a checkpoint), randomised in place."""
     from sam2.build_sam import build_sam2
 
+    ensure_official_hydra()
     model = build_sam2(OFFICIAL_CONFIGS[size], ckpt_path=None, device="cpu", mode="eval")
     randomize_(model, seed)
     return model

@@ -21,13 +21,12 @@ OFFICIAL_YAML = {
 @pytest.mark.parametrize("size", sorted(MODEL_SIZES))
 def test_presets_build_the_official_trunk(size):
     """Instantiating the official Hiera from its yaml gives the same stages, widths, windows as our preset."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra import compose
     from hydra.utils import instantiate
+    from reference import ensure_official_hydra
 
-    GlobalHydra.instance().clear()
-    with initialize_config_module("sam2", version_base="1.2"):
-        cfg = compose(config_name=f"configs/sam2.1/{OFFICIAL_YAML[size]}")
+    ensure_official_hydra()
+    cfg = compose(config_name=f"configs/sam2.1/{OFFICIAL_YAML[size]}")
     trunk = instantiate(cfg.model.image_encoder.trunk)
     ours = MODEL_SIZES[size].vision_config.backbone_config
     assert tuple(trunk.channel_list[::-1]) == ours.embed_dim_per_stage
