@@ -22,6 +22,7 @@ def rel_l2(actual, expected) -> float:
 
 def assert_rel_close(actual, expected, tol: float = 1e-4, what: str = ""):
     err = rel_l2(actual, expected)
+    print(f"[parity] {what}: relative L2 {err:.2e}")  # shown with -s; the closing notes quote these
     assert err <= tol, f"{what}: relative L2 error {err:.3g} > {tol:g}"
     return err
 
