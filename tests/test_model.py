@@ -178,3 +178,20 @@ def test_full_size_pixel_path(size):
     _compare(out, theirs, size)
     for ours, expected in zip(out.image_embeddings, theirs.image_embeddings, strict=True):
         assert_rel_close(ours, expected.permute(0, 2, 3, 1).numpy(), TOL, f"{size} image embedding")
+
+
+def test_mask_input_of_another_size_is_resized_like_transformers(tiny_ref, tiny_case):
+    """transformers resizes non-256 mask inputs with antialiased bilinear; so must we."""
+    rng = np.random.default_rng(5)
+    mask = rng.standard_normal((1, 1, 300, 700)).astype(np.float32)
+    points = np.array([[[[500, 375]]]], np.float32)
+    labels = np.ones((1, 1, 1), np.int64)
+    emb_ours = tuple(e[:1] for e in tiny_case["ours"])
+    emb_theirs = [e[:1] for e in _embeddings_torch(tiny_case)]
+    ref = tiny_ref.torch_forward(
+        image_embeddings=emb_theirs, input_points=points, input_labels=labels, input_masks=mask
+    )
+    out = tiny_ref.apply(
+        tiny_ref.params, image_embeddings=emb_ours, input_points=points, input_labels=labels, input_masks=mask
+    )
+    _compare(out, ref, "resized mask input")
