@@ -67,10 +67,11 @@ class MaskDecoder(nn.Module):
         self.output_hypernetworks_mlps = [
             FeedForward(c.hidden_size, c.hidden_size // 8, 3, "relu", dtype=self.dtype) for _ in range(n_tokens)
         ]
+        # the score heads are small: always float32, whatever the computation dtype
         self.iou_prediction_head = FeedForward(
-            c.iou_head_hidden_dim, n_tokens, c.iou_head_depth, "relu", sigmoid_output=True, dtype=self.dtype
+            c.iou_head_hidden_dim, n_tokens, c.iou_head_depth, "relu", sigmoid_output=True, dtype=jnp.float32
         )
-        self.pred_obj_score_head = FeedForward(c.hidden_size, 1, 3, "relu", dtype=self.dtype)
+        self.pred_obj_score_head = FeedForward(c.hidden_size, 1, 3, "relu", dtype=jnp.float32)
         self.conv_s0 = nn.Conv(c.hidden_size // 8, (1, 1), dtype=self.dtype)
         self.conv_s1 = nn.Conv(c.hidden_size // 4, (1, 1), dtype=self.dtype)
 
@@ -117,9 +118,9 @@ class MaskDecoder(nn.Module):
         hyper_in = jnp.stack(
             [mlp(mask_tokens_out[:, :, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], axis=2
         )
-        masks = jnp.einsum("bpmc,bphwc->bpmhw", hyper_in, x)
-        iou_pred = self.iou_prediction_head(iou_token_out)
-        object_score_logits = self.pred_obj_score_head(queries[:, :, 0])
+        masks = jnp.einsum("bpmc,bphwc->bpmhw", hyper_in, x, preferred_element_type=jnp.float32)
+        iou_pred = self.iou_prediction_head(iou_token_out.astype(jnp.float32))
+        object_score_logits = self.pred_obj_score_head(queries[:, :, 0].astype(jnp.float32))
 
         if multimask_output:
             masks, iou_pred = masks[:, :, 1:], iou_pred[:, :, 1:]

@@ -195,3 +195,42 @@ def test_mask_input_of_another_size_is_resized_like_transformers(tiny_ref, tiny_
         tiny_ref.params, image_embeddings=emb_ours, input_points=points, input_labels=labels, input_masks=mask
     )
     _compare(out, ref, "resized mask input")
+
+
+def _mask_iou(a, b):
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    inter = (a & b).sum(axis=(-2, -1))
+    union = (a | b).sum(axis=(-2, -1))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def test_bfloat16_agrees_with_float32(tiny_ref, tiny_case):
+    """bf16 computation (f32 params; softmax, LayerNorm and score heads in f32) against the f32 model."""
+    import jax
+    import jax.numpy as jnp
+
+    from sam2_jax import Sam2Model
+
+    model16 = Sam2Model(tiny_ref.config, dtype=jnp.bfloat16)
+    pixels = tiny_case["pixels"]
+    points = np.array([[[[500, 375]], [[650, 750]]], [[[120, 900]], [[800, 200]]]], np.float32)
+    labels = np.ones((2, 2, 1), np.int32)
+    boxes = np.array([[[75, 275, 900, 850], [400, 100, 700, 500]]] * 2, np.float32)
+    f32 = tiny_ref.apply(tiny_ref.params, image_embeddings=tiny_case["ours"], input_points=points, input_labels=labels)
+    f32_box = tiny_ref.apply(tiny_ref.params, image_embeddings=tiny_case["ours"], input_boxes=boxes)
+
+    @jax.jit
+    def run16(params):
+        emb = model16.apply({"params": params}, pixels, method=Sam2Model.get_image_embeddings)
+        a = model16.apply({"params": params}, image_embeddings=emb, input_points=points, input_labels=labels)
+        b = model16.apply({"params": params}, image_embeddings=emb, input_boxes=boxes)
+        return emb[-1].dtype == jnp.bfloat16, a, b
+
+    is_bf16, p16, b16 = run16(tiny_ref.params)
+    assert bool(is_bf16)
+    for name, lo, hi in (("points", p16, f32), ("boxes", b16, f32_box)):
+        iou = _mask_iou(lo.pred_masks, hi.pred_masks)
+        score = np.abs(np.asarray(lo.iou_scores) - np.asarray(hi.iou_scores)).max()
+        print(f"[bf16] {name}: min mask IoU {iou.min():.4f}, mean {iou.mean():.4f}, max score diff {score:.4f}")
+        assert iou.min() > 0.9 and iou.mean() > 0.95, f"{name}: bf16 masks differ from f32 (IoU {iou.min():.3f})"
+        assert score < 0.02, f"{name}: bf16 IoU scores differ by {score:.3f}"

@@ -1,0 +1,58 @@
+"""Data-parallel segmentation on 8 simulated CPU devices (XLA_FLAGS set in conftest before jax is imported)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from conftest import assert_rel_close
+
+from sam2_jax.parallel import BatchSegmenter, param_buffers, params_replicated
+
+
+@pytest.fixture(scope="module")
+def batch(small_ref):
+    rng = np.random.default_rng(0)
+    s = small_ref.size
+    b = 5  # not a multiple of the device count: padded and dropped
+    return dict(
+        pixel_values=rng.standard_normal((b, s, s, 3)).astype(np.float32),
+        input_points=rng.uniform(0, s, (b, 2, 3, 2)).astype(np.float32),
+        input_labels=np.tile(np.array([[1, 0, -10], [1, 1, 1]]), (b, 1, 1)),
+        input_boxes=rng.uniform(0, s / 2, (b, 2, 4)).astype(np.float32) + np.array([0, 0, s / 2, s / 2], np.float32),
+    )
+
+
+def test_eight_devices_are_simulated():
+    assert jax.device_count() == 8, "conftest must set XLA_FLAGS before jax is imported"
+
+
+@pytest.mark.parametrize("mode", ["sharded", "pmap"])
+def test_matches_single_device(small_ref, batch, mode):
+    single = small_ref.apply(small_ref.params, **batch)
+    seg = BatchSegmenter(small_ref.model, small_ref.params, mode=mode)
+    out = seg(**batch)
+    assert out["pred_masks"].shape == single.pred_masks.shape
+    assert_rel_close(out["pred_masks"], single.pred_masks, 1e-5, f"{mode} masks")
+    assert_rel_close(out["iou_scores"], single.iou_scores, 1e-5, f"{mode} iou")
+    assert_rel_close(out["object_score_logits"], single.object_score_logits, 1e-5, f"{mode} object scores")
+
+
+@pytest.mark.parametrize("mode", ["sharded", "pmap"])
+def test_second_call_reuses_compilation_and_params(small_ref, batch, mode):
+    seg = BatchSegmenter(small_ref.model, small_ref.params, mode=mode)
+    assert params_replicated(seg)
+    before = param_buffers(seg)
+    seg(**batch)
+    other = {k: v[::-1].copy() for k, v in batch.items()}  # new images, same shapes
+    seg(**other)
+    assert seg.trace_count == 1
+    assert param_buffers(seg) == before  # the same device buffers: params were not re-sent
+
+
+def test_bad_batch(small_ref, batch):
+    seg = BatchSegmenter(small_ref.model, small_ref.params)
+    with pytest.raises(ValueError, match="rows for 5 images"):
+        seg(batch["pixel_values"], input_points=batch["input_points"][:3], input_labels=batch["input_labels"][:3])
+    with pytest.raises(ValueError, match="unknown prompt arguments"):
+        seg(batch["pixel_values"], points=batch["input_points"])
