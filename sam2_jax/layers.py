@@ -73,15 +73,33 @@ def max_pool(x: jax.Array, stride: tuple[int, int]) -> jax.Array:
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, mask: jax.Array | None = None) -> jax.Array:
-    """Softmax attention over (..., heads, tokens, head_dim) with float32 softmax.
+    """Softmax attention over (..., heads, tokens, head_dim); logits and softmax in float32.
 
     ``mask`` (broadcastable to (..., heads, q_tokens, k_tokens)), True where a key may be attended to.
+    Long sequences (global Hiera blocks: 4096 x 4096) are processed in query chunks so that each chunk's
+    logits stay in cache; the softmax is normalised after the value product (same result, one pass fewer).
     """
-    logits = jnp.einsum("...qd,...kd->...qk", q * jnp.asarray(scale, q.dtype), k).astype(jnp.float32)
+    q = q * jnp.asarray(scale, q.dtype)
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    if mask is None and n_q >= 2 * _Q_CHUNK and n_k >= 2 * _Q_CHUNK and n_q % _Q_CHUNK == 0:
+        chunks = jnp.moveaxis(q.reshape(*q.shape[:-2], n_q // _Q_CHUNK, _Q_CHUNK, q.shape[-1]), -3, 0)
+        out = jax.lax.map(lambda qc: _softmax_attention(qc, k, v, None), chunks)
+        return jnp.moveaxis(out, 0, -3).reshape(*q.shape[:-1], v.shape[-1])
+    return _softmax_attention(q, k, v, mask)
+
+
+_Q_CHUNK = 256
+
+
+def _softmax_attention(q, k, v, mask):
+    logits = jnp.einsum("...qd,...kd->...qk", q, k, preferred_element_type=jnp.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("...qk,...kd->...qd", weights, v)
+    logits = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    weights = jnp.exp(logits)
+    denom = jnp.sum(weights, axis=-1, keepdims=True)
+    out = jnp.einsum("...qk,...kd->...qd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return (out / denom).astype(v.dtype)
 
 
 @functools.lru_cache(maxsize=32)
