@@ -101,7 +101,7 @@ class MaskDecoder(nn.Module):
             token_mask = jnp.concatenate([jnp.ones((b, p, n_out), bool), token_mask.astype(bool)], axis=2)
 
         src = image_embeddings[:, None].astype(self.dtype) + dense_embeddings.astype(self.dtype)
-        src = jnp.broadcast_to(src, (b, p, h, w, ch)).reshape(b, p, h * w, ch)
+        src = src.reshape(b, src.shape[1], h * w, ch)  # prompt axis stays 1 unless masks are per prompt
         pe = image_pe.reshape(1, 1, h * w, ch)
         queries, keys = self.transformer(tokens, src, pe, token_mask)
 

@@ -2,8 +2,8 @@
 
 In:
   point_embeddings (B, P, T, C): output tokens followed by the sparse prompt tokens (also their "query PE")
-  image_embeddings (B, P, HW, C): flattened 64x64 image embedding (plus dense prompt), per prompt
-  image_pe         (B, P, HW, C) or broadcastable: the image-wide positional encoding
+  image_embeddings (B, P or 1, HW, C): flattened 64x64 image embedding (plus dense prompt)
+  image_pe         broadcastable to image_embeddings: the image-wide positional encoding
   token_mask       (B, P, T) bool or None: False marks tokens that must not be attended to (bucket padding)
 Out:
   queries (B, P, T, C) and keys (B, P, HW, C) after ``num_hidden_layers`` blocks of: token self-attention,
@@ -41,8 +41,8 @@ class Sam2Attention(nn.Module):
 
         q, k, v = heads(query, "q_proj"), heads(key, "k_proj"), heads(value, "v_proj")
         mask = None if key_mask is None else key_mask[..., None, None, :]
-        out = attention(q, k, v, head_dim**-0.5, mask)
-        out = out.swapaxes(-2, -3).reshape(*query.shape[:-1], internal)
+        out = attention(q, k, v, head_dim**-0.5, mask).swapaxes(-2, -3)  # (..., T, heads, d), broadcast shape
+        out = out.reshape(*out.shape[:-2], internal)
         return nn.Dense(self.hidden_size, dtype=self.dtype, name="o_proj")(out)
 
 
@@ -87,8 +87,10 @@ class TwoWayTransformer(nn.Module):
     @nn.compact
     def __call__(self, point_embeddings, image_embeddings, image_pe, token_mask=None):
         c = self.config
+        # image_embeddings / image_pe may have a prompt axis of 1: the first layer's image-side projections are
+        # then computed once per image and broadcast over the prompts (keys become per-prompt after layer 0).
         queries, keys = point_embeddings, image_embeddings
-        image_pe = jnp.broadcast_to(image_pe, keys.shape).astype(self.dtype)
+        image_pe = image_pe.astype(self.dtype)
         for i in range(c.num_hidden_layers):
             block = TwoWayAttentionBlock(c, skip_first_layer_pe=(i == 0), dtype=self.dtype, name=f"layers_{i}")
             queries, keys = block(queries, keys, point_embeddings, image_pe, token_mask)
