@@ -10,9 +10,11 @@ Out: NumPy ``iou_scores`` (B, P, M), ``pred_masks`` (B, P, M, 256, 256), ``objec
 
 A batch that does not divide by the device count is padded (by repeating its last image and prompts) and the
 padding is dropped from the results. Params are placed on the devices once, at construction, and reused.
-Across hosts the same code runs unchanged once ``jax.distributed.initialize()`` has been called on every
-host: ``jax.devices()`` then lists every host's devices, the mesh spans them, and each host feeds the rows
-of the global batch that belong to its local devices (see ``global_batch``).
+Across hosts (``mode="sharded"``) the same code runs unchanged once ``jax.distributed.initialize()`` has been
+called on every host: ``jax.devices()`` then lists every host's devices and the mesh spans them. Every host
+calls the segmenter with the same global batch; each device takes its rows, and the results are gathered back
+to every host. (On CPU, cross-host collectives need ``jax_cpu_collectives_implementation="gloo"``.) Hosts that
+each read only their own images can build the global batch with ``global_batch``.
 """
 
 from __future__ import annotations
@@ -103,6 +105,10 @@ class BatchSegmenter:
             split = functools.partial(_split, n)
             iou, masks, obj = self._fn(self.params, split(pixel_values), jax.tree_util.tree_map(split, prompts))
             iou, masks, obj = (x.reshape(-1, *x.shape[2:]) for x in (iou, masks, obj))
+        if jax.process_count() > 1:  # results live on every host's devices: gather the global batch
+            from jax.experimental import multihost_utils
+
+            iou, masks, obj = multihost_utils.process_allgather((iou, masks, obj), tiled=True)
         return {
             "iou_scores": np.asarray(iou)[:b],
             "pred_masks": np.asarray(masks)[:b],

@@ -56,3 +56,42 @@ def test_bad_batch(small_ref, batch):
         seg(batch["pixel_values"], input_points=batch["input_points"][:3], input_labels=batch["input_labels"][:3])
     with pytest.raises(ValueError, match="unknown prompt arguments"):
         seg(batch["pixel_values"], points=batch["input_points"])
+
+
+def test_two_hosts_on_loopback(tmp_path):
+    """Two processes x 2 CPU devices joined by jax.distributed on 127.0.0.1 give the single-device answer."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from multihost_inputs import inputs
+    from reference import tiny_test_config
+
+    from sam2_jax import Sam2Model, init_params
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    here = os.path.dirname(__file__)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, os.path.join(here, "multihost_worker.py"), str(i), port, str(tmp_path / f"out{i}.npz")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log[-3000:]
+    config = tiny_test_config()
+    params = init_params(config, jax.random.PRNGKey(0))
+    expected = Sam2Model(config).apply({"params": params}, **inputs(config))
+    for i in range(2):
+        got = np.load(tmp_path / f"out{i}.npz")
+        assert_rel_close(got["pred_masks"], expected.pred_masks, 1e-5, f"host {i} masks")
+        assert_rel_close(got["iou_scores"], expected.iou_scores, 1e-5, f"host {i} iou")
