@@ -91,14 +91,31 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, mask: jax.
 _Q_CHUNK = 256
 
 
+def einsum_f32(equation: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """Two-operand einsum with a float32 result (float32 accumulation for bfloat16 operands).
+
+    Accelerators multiply bf16 x bf16 into f32 natively. XLA:CPU's fallback dot kernel has no such mixed form
+    (it raises "Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32" on CPUs where no library
+    fusion takes the dot), so on CPU the operands are upcast instead: same result, computed in f32.
+    """
+    if a.dtype == jnp.float32 and b.dtype == jnp.float32:
+        return jnp.einsum(equation, a, b, preferred_element_type=jnp.float32)
+    return jax.lax.platform_dependent(
+        a,
+        b,
+        cpu=lambda x, y: jnp.einsum(equation, x.astype(jnp.float32), y.astype(jnp.float32)),
+        default=lambda x, y: jnp.einsum(equation, x, y, preferred_element_type=jnp.float32),
+    )
+
+
 def _softmax_attention(q, k, v, mask):
-    logits = jnp.einsum("...qd,...kd->...qk", q, k, preferred_element_type=jnp.float32)
+    logits = einsum_f32("...qd,...kd->...qk", q, k)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     logits = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
     weights = jnp.exp(logits)
     denom = jnp.sum(weights, axis=-1, keepdims=True)
-    out = jnp.einsum("...qk,...kd->...qd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = einsum_f32("...qk,...kd->...qd", weights.astype(v.dtype), v)
     return (out / denom).astype(v.dtype)
 
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import MaskDecoderConfig
-from .layers import Dtype, FeedForward, LayerNorm, gelu
+from .layers import Dtype, FeedForward, LayerNorm, einsum_f32, gelu
 from .two_way_transformer import TwoWayTransformer
 
 
@@ -118,7 +118,7 @@ class MaskDecoder(nn.Module):
         hyper_in = jnp.stack(
             [mlp(mask_tokens_out[:, :, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], axis=2
         )
-        masks = jnp.einsum("bpmc,bphwc->bpmhw", hyper_in, x, preferred_element_type=jnp.float32)
+        masks = einsum_f32("bpmc,bphwc->bpmhw", hyper_in, x)
         iou_pred = self.iou_prediction_head(iou_token_out.astype(jnp.float32))
         object_score_logits = self.pred_obj_score_head(queries[:, :, 0].astype(jnp.float32))
 
