@@ -12,7 +12,8 @@ In:
   multimask_output  static bool: 3 masks per prompt, or 1 (stability-checked)
   prompt_mask       (B, P, N) bool or None: False marks bucket-padding points; they are masked out of the
                     decoder's attention so the answer equals the unpadded call (transformers' -10 label
-                    still means "zero embedding, attends")
+                    still means "zero embedding, attends"); a prompt with all points masked and no box
+                    keeps no sparse token (the official predictor's mask-only prompt)
 Out: ``Sam2ImageSegmentationOutput`` with iou_scores (B, P, M), pred_masks (B, P, M, 256, 256) low-resolution
   logits, object_score_logits (B, P, 1), image_embeddings (the tuple above).
 
@@ -137,8 +138,15 @@ class Sam2Model(nn.Module):
         sparse, dense = self.prompt_encoder(input_points, input_labels, input_boxes, input_masks)
         token_mask = None
         if prompt_mask is not None:
-            extra = sparse.shape[2] - prompt_mask.shape[2]  # the pad token and box tokens always take part
-            token_mask = jnp.pad(prompt_mask.astype(bool), ((0, 0), (0, 0), (0, extra)), constant_values=True)
+            # Box tokens always take part; without a box, the "not a point" pad token takes part when at least
+            # one of the prompt's points does, so a prompt with every point masked has no sparse tokens at all
+            # (the official predictor's mask-only prompt).
+            prompt_mask = prompt_mask.astype(bool)
+            extra = sparse.shape[2] - prompt_mask.shape[2]
+            keep = (
+                jnp.ones_like(prompt_mask[..., :1]) if input_boxes is not None else prompt_mask.any(-1, keepdims=True)
+            )
+            token_mask = jnp.concatenate([prompt_mask, jnp.broadcast_to(keep, (*keep.shape[:2], extra))], axis=-1)
 
         masks, iou_scores, object_score_logits = self.mask_decoder(
             image_embeddings[-1],

@@ -82,3 +82,31 @@ def tiny_ref():
     from sam2_jax import get_config
 
     return Reference(get_config("facebook/sam2.1-hiera-tiny"), seed=2)
+
+
+@pytest.fixture(scope="session")
+def official_tiny(tmp_path_factory):
+    """The official ``sam2`` package's tiny model, randomised, and its state dict saved as an original ``.pt``.
+
+    Returns (torch model, path of the .pt, a random 1024x1024 uint8 image).
+    """
+    import torch  # the official sam2 package is part of the dev install (see README); no skipping
+    from reference import build_official_model
+
+    torch.manual_seed(0)
+    model = build_official_model("tiny", seed=11)
+    path = tmp_path_factory.mktemp("official") / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": model.state_dict()}, path)
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
+    return model, path, image
+
+
+@pytest.fixture(scope="session")
+def official_converted(official_tiny, tmp_path_factory):
+    """The official ``.pt`` converted by our CLI into a directory that ``sam2_jax.load`` reads."""
+    from convert.__main__ import main as convert_main
+
+    out = tmp_path_factory.mktemp("conv") / "tiny"
+    assert convert_main([str(official_tiny[1]), str(out)]) == 0  # size inferred from the tensors
+    return out

@@ -7,35 +7,18 @@ import pytest
 from conftest import assert_rel_close
 
 import sam2_jax
-from convert.__main__ import main as convert_main
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 @pytest.fixture(scope="module")
-def official_tiny(tmp_path_factory):
-    import torch  # the official sam2 package is part of the dev install (see README); no skipping
-    from reference import build_official_model
-
-    torch.manual_seed(0)
-    model = build_official_model("tiny", seed=11)
-    path = tmp_path_factory.mktemp("official") / "sam2.1_hiera_tiny.pt"
-    torch.save({"model": model.state_dict()}, path)
-    rng = np.random.default_rng(7)
-    image = rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
-    return model, path, image
-
-
-@pytest.fixture(scope="module")
-def converted(official_tiny, tmp_path_factory):
+def converted(official_tiny, official_converted):
     """Our model from the converted .pt, with its embeddings of the image computed once."""
     import jax
 
-    _, path, image = official_tiny
-    out = tmp_path_factory.mktemp("conv") / "tiny"
-    assert convert_main([str(path), str(out)]) == 0  # size inferred from the tensors
-    model, params = sam2_jax.load(out)
+    image = official_tiny[2]
+    model, params = sam2_jax.load(official_converted)
     pixels = ((image.astype(np.float32) / 255.0 - MEAN) / STD)[None]
     embeddings = model.apply({"params": params}, pixels, method=model.get_image_embeddings)
     apply = jax.jit(model.apply, static_argnames="multimask_output")
