@@ -12,6 +12,8 @@ from .config import (
 )
 from .io import load, load_params, save_converted
 from .model import Sam2ImageSegmentationOutput, Sam2Model, init_params, param_shapes
+from .predictor import Sam2ImagePredictor
+from .processor import Sam2Processor
 
 __all__ = [
     "CHECKPOINTS",
@@ -29,5 +31,7 @@ __all__ = [
     "load",
     "load_params",
     "save_converted",
+    "Sam2ImagePredictor",
+    "Sam2Processor",
 ]
 __version__ = "0.1.0"
