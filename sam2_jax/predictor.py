@@ -41,6 +41,14 @@ def bucket(n: int) -> int:
     raise ValueError(f"{n} prompts or points exceed the largest bucket {PROMPT_BUCKETS[-1]}")
 
 
+def _check_inside(xy: np.ndarray, w: int, h: int, name: str) -> None:
+    """Raise if a coordinate (..., 2) lies outside the w x h image, naming the first one."""
+    outside = (xy[..., 0] < 0) | (xy[..., 0] > w) | (xy[..., 1] < 0) | (xy[..., 1] > h)
+    if np.any(outside):
+        idx = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise ValueError(f"{name}{list(idx)}: ({', '.join(f'{v:g}' for v in xy[idx])}) lies outside the {w}x{h} image")
+
+
 def _pad_to(x: np.ndarray, size: int, axis: int, value=0) -> np.ndarray:
     pad = [(0, 0)] * x.ndim
     pad[axis] = (0, size - x.shape[axis])
@@ -220,6 +228,8 @@ class Sam2ImagePredictor:
                 raise ValueError(f"point_labels shape {labels.shape} does not match point_coords {points.shape}")
             if not np.all(np.isfinite(points)):
                 raise ValueError("point_coords contain a non-finite number")
+            if normalize:
+                _check_inside(points, w, h, "point_coords")
             points = points * scale
             n_prompts = points.shape[0]
         if box is not None:
@@ -229,6 +239,10 @@ class Sam2ImagePredictor:
             box = box.reshape(-1, 4)
             if not np.all(np.isfinite(box)):
                 raise ValueError("box contains a non-finite number")
+            if np.any(box[:, 2:] < box[:, :2]):
+                raise ValueError(f"box {int(np.argmax(np.any(box[:, 2:] < box[:, :2], -1)))} has x2 < x1 or y2 < y1")
+            if normalize:
+                _check_inside(box.reshape(-1, 2, 2), w, h, "box")
             box = box * np.tile(scale, 2)
             if n_prompts is not None and box.shape[0] != n_prompts:
                 if box.shape[0] == 1:

@@ -110,3 +110,8 @@ def official_converted(official_tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("conv") / "tiny"
     assert convert_main([str(official_tiny[1]), str(out)]) == 0  # size inferred from the tensors
     return out
+
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+TRUCK_JPG = os.path.join(EXAMPLES, "truck.jpg")  # 1800 x 1200
+GROCERIES_JPG = os.path.join(EXAMPLES, "groceries.jpg")  # 800 x 534

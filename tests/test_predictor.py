@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import GROCERIES_JPG as GROCERIES
+from conftest import TRUCK_JPG as TRUCK
 from conftest import assert_rel_close, rel_l2
 from PIL import Image
 
 import sam2_jax
 from sam2_jax.predictor import PROMPT_BUCKETS, Sam2ImagePredictor, bucket
-
-TRUCK = "/work/shared/data/images/truck.jpg"
-GROCERIES = "/work/shared/data/images/groceries.jpg"
 
 
 def _image(path, size=None):
@@ -186,6 +185,12 @@ def test_bad_input(ours, official_converted):
         ours.predict(point_coords=np.array([[1.0, 2.0], [3.0, 4.0]]), point_labels=np.array([1]))
     with pytest.raises(ValueError, match="non-finite"):
         ours.predict(point_coords=np.array([[np.nan, 2.0]]), point_labels=np.array([1]))
+    with pytest.raises(ValueError, match=r"point_coords\[0, 1\]: \(1801, 5\) lies outside the 1800x1200 image"):
+        ours.predict(point_coords=np.array([[1.0, 2.0], [1801.0, 5.0]]), point_labels=np.array([1, 1]))
+    with pytest.raises(ValueError, match="x2 < x1"):
+        ours.predict(box=np.array([500.0, 20.0, 400.0, 60.0]))
+    with pytest.raises(ValueError, match="outside"):
+        ours.predict(box=np.array([0.0, 0.0, 400.0, 1300.0]))
     with pytest.raises(ValueError, match="box must be"):
         ours.predict(box=np.array([1.0, 2.0, 3.0]))
     with pytest.raises(RuntimeError, match="predict_batch"):

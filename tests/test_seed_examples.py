@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import EXAMPLES as IMAGES
 from conftest import assert_rel_close
 from PIL import Image
 
 import sam2_jax
 
-IMAGES = "/work/shared/data/images"
 TRUCK = [[[75, 275, 1725, 850], [425, 600, 700, 875], [1375, 550, 1650, 800], [1240, 675, 1400, 750]]]
 GROCERIES = [[[450, 170, 520, 350], [350, 190, 450, 350], [500, 170, 580, 350], [580, 170, 640, 350]]]
 
