@@ -14,6 +14,7 @@ from .io import load, load_params, save_converted
 from .model import Sam2ImageSegmentationOutput, Sam2Model, init_params, param_shapes
 from .predictor import Sam2ImagePredictor
 from .processor import Sam2Processor
+from .visualize import overlay
 
 __all__ = [
     "CHECKPOINTS",
@@ -33,5 +34,6 @@ __all__ = [
     "save_converted",
     "Sam2ImagePredictor",
     "Sam2Processor",
+    "overlay",
 ]
 __version__ = "0.1.0"

@@ -17,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .visualize import overlay
+
 DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
-PALETTE = np.array(
-    [[30, 144, 255], [255, 99, 71], [50, 205, 50], [255, 215, 0], [186, 85, 211], [0, 206, 209], [255, 140, 0]],
-    np.uint8,
-)
 
 
 def _floats(text: str, n: int, what: str) -> list[float]:
@@ -32,28 +30,6 @@ def _floats(text: str, n: int, what: str) -> list[float]:
     if len(values) != n:
         raise argparse.ArgumentTypeError(f"{what} must be {n} comma-separated numbers, got {text!r}")
     return values
-
-
-def overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5, points=None, box=None) -> np.ndarray:
-    """Draw boolean masks (K, H, W) in distinct colours over an RGB image (H, W, 3) uint8; returns a new image."""
-    out = image.astype(np.float32).copy()
-    for k, mask in enumerate(masks):
-        colour = PALETTE[k % len(PALETTE)].astype(np.float32)
-        out[mask] = (1 - alpha) * out[mask] + alpha * colour
-        edge = mask ^ np.pad(mask, 1, mode="edge")[1:-1, 2:] | mask ^ np.pad(mask, 1, mode="edge")[2:, 1:-1]
-        out[edge] = colour
-    img = out.clip(0, 255).astype(np.uint8)
-    from PIL import Image, ImageDraw
-
-    pil = Image.fromarray(img)
-    draw = ImageDraw.Draw(pil)
-    r = max(3, min(img.shape[:2]) // 150)
-    for (x, y), lab in points or []:
-        fill = (0, 220, 0) if lab == 1 else (220, 0, 0)
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=(255, 255, 255))
-    if box is not None:
-        draw.rectangle(list(box), outline=(0, 255, 0), width=max(2, r // 2))
-    return np.asarray(pil)
 
 
 def _load_image(path: str) -> np.ndarray:

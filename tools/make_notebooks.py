@@ -16,7 +16,178 @@ SETUP = """import os
 CHECKPOINT = os.environ.get("SAM2_JAX_CHECKPOINT", "facebook/sam2.1-hiera-tiny")
 print("checkpoint:", CHECKPOINT)"""
 
+SHOW = """from IPython.display import display
+from PIL import Image
+from sam2_jax import overlay
+
+EXAMPLES = "../examples"  # the bundled photographs (notebooks run from notebooks/)
+
+
+def show(image, masks, width=600, **prompts):
+    \"\"\"Masks (K, H, W) drawn over the photo, scaled down for the page.\"\"\"
+    pic = Image.fromarray(overlay(np.asarray(image), masks, **prompts))
+    display(pic.resize((width, round(pic.height * width / pic.width))))"""
+
 NOTEBOOKS = {
+    "image_predictor.ipynb": [
+        (
+            "md",
+            "# Image predictor quickstart\n\n`Sam2ImagePredictor` embeds an image once with the jit-compiled encoder "
+            "and answers many prompts: clicks, boxes and a previous mask. Its inputs and outputs follow the official "
+            "`SAM2ImagePredictor`: masks at the original size, predicted IoU scores and 256x256 low-resolution logits.",
+        ),
+        ("code", SETUP),
+        ("code", "import numpy as np\n" + SHOW),
+        (
+            "code",
+            """import sam2_jax
+predictor = sam2_jax.Sam2ImagePredictor.from_pretrained(CHECKPOINT)
+image = Image.open(f"{EXAMPLES}/truck.jpg").convert("RGB")
+predictor.set_image(image)  # runs the image encoder once
+print(image.size, predictor.get_image_embedding().shape)""",
+        ),
+        ("md", "## One click\nA single click is ambiguous, so ask for three masks and keep the best-scored one."),
+        (
+            "code",
+            """point, label = np.array([[500, 375]]), np.array([1])
+masks, scores, logits = predictor.predict(point_coords=point, point_labels=label, multimask_output=True)
+print(masks.shape, scores.round(3), logits.shape)
+best = int(np.argmax(scores))
+show(image, masks[best], points=[((500, 375), 1)])""",
+        ),
+        ("md", "## Several clicks, positive and negative\nOne object, so one mask is enough."),
+        (
+            "code",
+            """points = np.array([[500, 375], [1125, 625], [1400, 350]])
+labels = np.array([1, 1, 0])
+masks, scores, _ = predictor.predict(point_coords=points, point_labels=labels, multimask_output=False)
+show(image, masks, points=list(zip(points.tolist(), labels.tolist())))""",
+        ),
+        ("md", "## A box, and a box with a click"),
+        (
+            "code",
+            """box = np.array([425, 600, 700, 875])
+masks, scores, _ = predictor.predict(box=box, multimask_output=False)
+show(image, masks, box=box)
+masks, scores, _ = predictor.predict(box=box, point_coords=[[575, 750]], point_labels=[0], multimask_output=False)
+show(image, masks, box=box, points=[((575, 750), 0)])""",
+        ),
+        ("md", "## Several objects at once\nA batch of boxes (B, 4) gives masks (B, 1, H, W)."),
+        (
+            "code",
+            """boxes = np.array(
+    [[75, 275, 1725, 850], [425, 600, 700, 875], [1375, 550, 1650, 800], [1240, 675, 1400, 750]]
+)
+masks, scores, _ = predictor.predict(box=boxes, multimask_output=False)
+print(masks.shape, scores.shape)
+show(image, masks[:, 0], box=boxes)""",
+        ),
+        (
+            "md",
+            "## Refining with the previous mask\nFeed the low-resolution logits of the best mask back together with a "
+            "new click.",
+        ),
+        (
+            "code",
+            """masks, scores, logits = predictor.predict(point_coords=[[500, 375]], point_labels=[1])
+previous = logits[np.argmax(scores)][None]  # (1, 256, 256)
+masks, scores, _ = predictor.predict(
+    point_coords=[[500, 375], [1125, 625]], point_labels=[1, 1], mask_input=previous, multimask_output=False
+)
+show(image, masks, points=[((500, 375), 1), ((1125, 625), 1)])""",
+        ),
+        (
+            "md",
+            "## Static shapes\nPrompts are padded to a few bucket sizes (`sam2_jax.predictor.PROMPT_BUCKETS`) and the "
+            "padding is masked out of attention, so a new number of clicks reuses the compiled decoder.",
+        ),
+        (
+            "code",
+            """from sam2_jax.predictor import PROMPT_BUCKETS
+before = predictor.trace_count
+for n in (2, 3, 4):
+    predictor.predict(point_coords=np.full((n, 2), 300.0), point_labels=np.ones(n), multimask_output=False)
+print("buckets:", PROMPT_BUCKETS, "| new compilations for 2, 3 and 4 clicks:", predictor.trace_count - before)""",
+        ),
+    ],
+    "batched_multi_device.ipynb": [
+        (
+            "md",
+            "# Batched and multi-device segmentation\n\n`BatchSegmenter` runs encoder and decoder on a batch of images "
+            'with the batch split across all local devices: `jax.jit` over a `Mesh` with a "data" axis '
+            '(`mode="sharded"`) or the classic `jax.pmap` (`mode="pmap"`). Here the CPU pretends to be 8 devices; '
+            "on a TPU slice or a multi-GPU host the same code uses the real ones.",
+        ),
+        (
+            "code",
+            """import os
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")  # before jax is imported
+import jax
+print(jax.devices())""",
+        ),
+        ("code", SETUP),
+        ("code", "import numpy as np\n" + SHOW),
+        (
+            "code",
+            """import sam2_jax
+from sam2_jax.parallel import BatchSegmenter
+model, params = sam2_jax.load(CHECKPOINT)
+processor = sam2_jax.Sam2Processor(image_size=model.config.prompt_encoder_config.image_size)
+images = [Image.open(f"{EXAMPLES}/{name}.jpg").convert("RGB") for name in ("truck", "groceries", "truck")]
+# per image: objects, each with its clicks; ragged counts are padded with -10 like transformers
+points = [[[[500, 375]], [[650, 750]]], [[[400, 300]], [[630, 300], [550, 300]]], [[[1125, 625]]]]
+labels = [[[1], [1]], [[1], [1, 1]], [[1]]]
+inputs = processor(images=images, input_points=points, input_labels=labels)
+{k: v.shape for k, v in inputs.items()}""",
+        ),
+        (
+            "md",
+            "transformers' -10 padding still lets a padded click attend (it shifts masks by about 1%). Pass a "
+            "`prompt_mask` to mask padded clicks out of attention instead, so padding does not change the answer:",
+        ),
+        (
+            "code",
+            """prompts = dict(
+    input_points=inputs["input_points"],
+    input_labels=np.where(inputs["input_labels"] == -10, -1, inputs["input_labels"]),
+    prompt_mask=inputs["input_labels"] != -10,
+)
+segmenter = BatchSegmenter(model, params, mode="sharded", multimask_output=False)
+out = segmenter(inputs["pixel_values"], **prompts)  # 3 images padded to 8, one per device
+masks = processor.post_process_masks(out["pred_masks"], inputs["original_sizes"])
+for image, m in zip(images, masks):
+    show(image, m[:, 0], width=400)""",
+        ),
+        (
+            "md",
+            "The same with `jax.pmap`; a second call with new images reuses the compiled function and the params "
+            "on device.",
+        ),
+        (
+            "code",
+            """pmapped = BatchSegmenter(model, params, mode="pmap", multimask_output=False)
+out_pmap = pmapped(inputs["pixel_values"], **prompts)
+print("max difference sharded vs pmap:", np.abs(out_pmap["pred_masks"] - out["pred_masks"]).max())
+before = segmenter.trace_count
+segmenter(inputs["pixel_values"][::-1], **{k: v[::-1] for k, v in prompts.items()})
+print("recompiled:", segmenter.trace_count != before)""",
+        ),
+        (
+            "md",
+            "## bfloat16\nComputation in bfloat16 (params stay float32; softmax, layer norms and the score heads "
+            "accumulate in float32):",
+        ),
+        (
+            "code",
+            """import jax.numpy as jnp
+model16, params16 = sam2_jax.load(CHECKPOINT, dtype=jnp.bfloat16)
+out16 = BatchSegmenter(model16, params16, multimask_output=False)(inputs["pixel_values"], **prompts)
+a, b = out["pred_masks"] > 0, out16["pred_masks"] > 0
+iou = (a & b).sum((-2, -1)) / np.maximum((a | b).sum((-2, -1)), 1)
+score_diff = np.abs(out16["iou_scores"] - out["iou_scores"]).max()
+print("mask IoU bf16 vs f32:", iou.min().round(4), "| max score difference:", score_diff)""",
+        ),
+    ],
     "checkpoint_conversion.ipynb": [
         (
             "md",
@@ -61,8 +232,10 @@ except CheckpointError as e:
 def build(cells):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for kind, src in cells:
-        nb.cells.append(nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src))
+    for i, (kind, src) in enumerate(cells):
+        cell = nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
+        cell.id = f"cell-{i}"  # stable ids: regenerating leaves unchanged notebooks unchanged
+        nb.cells.append(cell)
     return nb
 
 
