@@ -14,6 +14,8 @@ In:
                     decoder's attention so the answer equals the unpadded call (transformers' -10 label
                     still means "zero embedding, attends"); a prompt with all points masked and no box
                     keeps no sparse token (the official predictor's mask-only prompt)
+  image_positional_embeddings  (1, 64, 64, C) or None: ``get_image_wide_positional_embeddings()``, which
+                    depends on the params only; a predictor computes it once instead of per call
 Out: ``Sam2ImageSegmentationOutput`` with iou_scores (B, P, M), pred_masks (B, P, M, 256, 256) low-resolution
   logits, object_score_logits (B, P, 1), image_embeddings (the tuple above).
 
@@ -95,6 +97,7 @@ class Sam2Model(nn.Module):
         image_embeddings: tuple[jax.Array, ...] | None = None,
         multimask_output: bool = True,
         prompt_mask: jax.Array | None = None,
+        image_positional_embeddings: jax.Array | None = None,
     ) -> Sam2ImageSegmentationOutput:
         if (pixel_values is None) == (image_embeddings is None):
             raise ValueError("Exactly one of pixel_values or image_embeddings must be provided.")
@@ -150,7 +153,9 @@ class Sam2Model(nn.Module):
 
         masks, iou_scores, object_score_logits = self.mask_decoder(
             image_embeddings[-1],
-            self.get_image_wide_positional_embeddings(),
+            self.get_image_wide_positional_embeddings()
+            if image_positional_embeddings is None
+            else image_positional_embeddings,
             sparse,
             dense,
             image_embeddings[:-1],

@@ -77,6 +77,9 @@ class Sam2ImagePredictor:
         self.image_size = size
         self.trace_count = 0  # how often the decoder was traced (i.e. compiled); tests read it
         self._encode = jax.jit(functools.partial(self._encode_fn, model))
+        self._image_pe = jax.jit(
+            lambda p: model.apply({"params": p}, method=Sam2Model.get_image_wide_positional_embeddings)
+        )(params)  # depends on the params only: computed once, not per prompt
         self._decode = jax.jit(functools.partial(self._decode_fn, model), static_argnames=("multimask_output",))
         self.reset_predictor()
 
@@ -93,11 +96,14 @@ class Sam2ImagePredictor:
     def _encode_fn(model, params, pixel_values):
         return model.apply({"params": params}, pixel_values, method=Sam2Model.get_image_embeddings)
 
-    def _decode_fn(self, model, params, embeddings, points, labels, prompt_mask, boxes, masks, multimask_output):
+    def _decode_fn(
+        self, model, params, image_pe, embeddings, points, labels, prompt_mask, boxes, masks, multimask_output
+    ):
         self.trace_count += 1  # runs at trace time only
         out = model.apply(
             {"params": params},
             image_embeddings=embeddings,
+            image_positional_embeddings=image_pe,
             input_points=points,
             input_labels=labels,
             input_boxes=boxes,
@@ -300,5 +306,7 @@ class Sam2ImagePredictor:
             args["labels"] = np.full((1, p, 1), -1, np.int32)
             args["prompt_mask"] = np.zeros((1, p, 1), bool)
         embeddings = tuple(f[img_idx : img_idx + 1] for f in self._features)
-        low_res, scores = self._decode(self.params, embeddings, multimask_output=multimask_output, **args)
+        low_res, scores = self._decode(
+            self.params, self._image_pe, embeddings, multimask_output=multimask_output, **args
+        )
         return np.asarray(low_res[0, :n_prompts]), np.asarray(scores[0, :n_prompts])
