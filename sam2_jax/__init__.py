@@ -14,6 +14,7 @@ from .io import load, load_params, save_converted
 from .model import Sam2ImageSegmentationOutput, Sam2Model, init_params, param_shapes
 from .predictor import Sam2ImagePredictor
 from .processor import Sam2Processor
+from .streaming import StreamSummary, segment_stream
 from .visualize import overlay
 
 __all__ = [
@@ -35,5 +36,7 @@ __all__ = [
     "Sam2ImagePredictor",
     "Sam2Processor",
     "overlay",
+    "segment_stream",
+    "StreamSummary",
 ]
 __version__ = "0.1.0"
