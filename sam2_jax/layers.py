@@ -68,8 +68,13 @@ class FeedForward(nn.Module):
 
 
 def max_pool(x: jax.Array, stride: tuple[int, int]) -> jax.Array:
-    """Non-overlapping max pooling of (B, H, W, C) with kernel == stride, floor mode like torch."""
-    return nn.max_pool(x, window_shape=stride, strides=stride, padding="VALID")
+    """Non-overlapping max pooling of (B, H, W, C) with kernel == stride, floor mode like torch.
+
+    A reshape and a max over the window axes: the same result as ``reduce_window``, about twice as fast on CPU.
+    """
+    (sh, sw), (b, h, w, c) = stride, x.shape
+    x = x[:, : h // sh * sh, : w // sw * sw]
+    return x.reshape(b, h // sh, sh, w // sw, sw, c).max(axis=(2, 4))
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, mask: jax.Array | None = None) -> jax.Array:
