@@ -1,5 +1,6 @@
 """sam2-jax: SAM 2 / 2.1 image segmentation in JAX/Flax, loaded from the official checkpoints."""
 
+from .automatic_mask_generator import Sam2AutomaticMaskGenerator
 from .config import (
     CHECKPOINTS,
     MODEL_SIZES,
@@ -34,6 +35,7 @@ __all__ = [
     "load_params",
     "save_converted",
     "Sam2ImagePredictor",
+    "Sam2AutomaticMaskGenerator",
     "Sam2Processor",
     "overlay",
     "segment_stream",

@@ -110,6 +110,55 @@ for n in (2, 3, 4):
 print("buckets:", PROMPT_BUCKETS, "| new compilations for 2, 3 and 4 clicks:", predictor.trace_count - before)""",
         ),
     ],
+    "automatic_mask_generation.ipynb": [
+        (
+            "md",
+            "# Automatic mask generation\n\n`Sam2AutomaticMaskGenerator` prompts the model with a grid of points, "
+            "decodes them in jit-compiled batches, filters by predicted IoU and stability, removes duplicates with "
+            "box NMS and returns the official generator's records. Calling it like transformers' `mask-generation` "
+            "pipeline returns `masks` and `scores`.",
+        ),
+        ("code", SETUP),
+        ("code", "import numpy as np\n" + SHOW),
+        (
+            "code",
+            """import sam2_jax
+image = Image.open(f"{EXAMPLES}/truck.jpg").convert("RGB")
+generator = sam2_jax.Sam2AutomaticMaskGenerator.from_pretrained(
+    CHECKPOINT, points_per_side=16, pred_iou_thresh=0.5, stability_score_thresh=0.8
+)
+records = generator.generate(np.asarray(image))
+print(len(records), "masks")
+if records:
+    print({k: v for k, v in records[0].items() if k != "segmentation"})""",
+        ),
+        (
+            "code",
+            """records = sorted(records, key=lambda r: r["area"], reverse=True)
+show(image, np.array([r["segmentation"] for r in records[:20]]).reshape(-1, image.height, image.width))""",
+        ),
+        ("md", "The pipeline-style call of transformers' docs:"),
+        (
+            "code",
+            """outputs = generator(image, points_per_batch=64)
+print(len(outputs["masks"]), "masks; scores:", np.round(outputs["scores"][:5], 3))""",
+        ),
+        (
+            "md",
+            'Compressed output for storage: `output_mode="coco_rle"` gives COCO\'s RLE strings, '
+            "`sam2_jax.amg.rle_to_mask` decodes them.",
+        ),
+        (
+            "code",
+            """rle_generator = sam2_jax.Sam2AutomaticMaskGenerator.from_pretrained(
+    CHECKPOINT, points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, output_mode="coco_rle"
+)
+rle_records = rle_generator.generate(np.asarray(image))
+if rle_records:
+    seg = rle_records[0]["segmentation"]
+    print(seg["counts"][:40], sam2_jax.amg.rle_to_mask(seg).shape)""",
+        ),
+    ],
     "batched_multi_device.ipynb": [
         (
             "md",
@@ -155,7 +204,7 @@ inputs = processor(images=images, input_points=points, input_labels=labels)
 segmenter = BatchSegmenter(model, params, mode="sharded", multimask_output=False)
 out = segmenter(inputs["pixel_values"], **prompts)  # 3 images padded to 8, one per device
 masks = processor.post_process_masks(out["pred_masks"], inputs["original_sizes"])
-for image, m in zip(images, masks):
+for image, m in zip(images, masks, strict=True):
     show(image, m[:, 0], width=400)""",
         ),
         (

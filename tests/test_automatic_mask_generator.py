@@ -1,0 +1,452 @@
+"""``Sam2AutomaticMaskGenerator`` against the official ``SAM2AutomaticMaskGenerator``, and end to end on the truck.
+
+Three kinds of check:
+
+* ``stub``: both generators decode through the same synthetic decoder (smooth, point-dependent discs plus a
+  fixed noise field, in float32), so everything after the network (grid, crops, upsampling, thresholds,
+  stability, NMS, edge filtering, uncropping, RLE, m2m, hole and sprinkle removal) is compared record for
+  record, with no model cost.
+* ``official``: the randomised official tiny model and its ``.pt`` converted by our front end, on real pixels.
+* ``truck``: the real-size photograph through the 256-px test model: record invariants, output modes, crops,
+  m2m, small-region removal, NMS against torchvision, and the ``mask-generation`` pipeline call.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import torch
+from conftest import TRUCK_JPG
+from PIL import Image
+
+from sam2_jax import amg
+from sam2_jax.automatic_mask_generator import Sam2AutomaticMaskGenerator
+
+RECORD_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+
+# ---- a synthetic decoder shared by both generators ------------------------------------------------------------
+
+LOW, SIZE = 256, 1024  # low-res logits side, model input side (the official transforms scale points to SIZE)
+NOISE = np.random.default_rng(123).standard_normal((LOW, LOW)).astype(np.float32)
+
+
+def synth_decoder(points, mask_input, multimask):
+    """(n, 2) points in the model frame -> logits (n, M, LOW, LOW), scores (n, M); M = 3 or 1.
+
+    Discs of three radii (wobbling with the point) around the point, plus a fixed noise field that leaves
+    holes and sprinkles near the edges; with a mask input, a sharpened copy of it (the m2m step)."""
+    pts = np.asarray(points, np.float32)
+    c = (np.arange(LOW, dtype=np.float32) + 0.5) * np.float32(SIZE / LOW)
+    px, py = pts[:, 0, None, None], pts[:, 1, None, None]
+    dist = np.sqrt((c[None, None, :] - px) ** 2 + (c[None, :, None] - py) ** 2)
+    wobble = 1 + 0.5 * np.sin(px / 97 + py / 61)
+    radii = np.array([60, 150, 400], np.float32)
+    logits = (radii[None, :, None, None] * wobble[:, None] - dist[:, None]) / 16 + 0.7 * NOISE
+    scores = 0.5 + 0.45 * np.sin(pts[:, 0, None] * 0.013 + pts[:, 1, None] * 0.007 + np.arange(3))
+    if mask_input is not None:
+        logits = 0.9 * mask_input[:, None] + 1.0 + 0.7 * NOISE
+        scores = scores + 0.01 * mask_input.mean(axis=(-1, -2))[:, None] / 32
+    if not multimask:
+        logits, scores = logits[:, :1], scores[:, :1]
+    return logits.astype(np.float32), scores.astype(np.float32)
+
+
+class StubPredictor:
+    """Stands in for ``Sam2ImagePredictor``: no encoder, ``synth_decoder`` as the decoder."""
+
+    image_size = SIZE
+
+    def set_image(self, image):
+        self.hw = image.shape[:2]
+
+    def reset_predictor(self):
+        pass
+
+    def _decode_padded(self, img_idx, points, labels, box, mask_input, n_prompts, multimask_output):
+        assert box is None and labels.shape == (n_prompts, 1) and np.all(labels == 1)
+        return synth_decoder(points[:, 0], None if mask_input is None else mask_input[:, 0], multimask_output)
+
+
+def official_stub_generator(**kwargs):
+    """The official generator with its predictor's network replaced by ``synth_decoder``: ``_predict`` keeps
+    the official post-processing (hole filling, upsampling, clamping), only the model call is swapped."""
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    class FakeModel:
+        image_size = SIZE
+        device = torch.device("cpu")
+
+    gen = SAM2AutomaticMaskGenerator(FakeModel(), **kwargs)
+    pred = gen.predictor
+
+    def set_image(image):
+        pred._orig_hw = [image.shape[:2]]
+        pred._is_image_set = True
+
+    def _predict(point_coords, point_labels, boxes=None, mask_input=None, multimask_output=True, **_):
+        low, iou = synth_decoder(
+            point_coords[:, 0].numpy(), None if mask_input is None else mask_input[:, 0].numpy(), multimask_output
+        )
+        low = torch.from_numpy(low)
+        masks = pred._transforms.postprocess_masks(low, pred._orig_hw[-1])
+        return masks, torch.from_numpy(iou), torch.clamp(low, -32.0, 32.0)
+
+    pred.set_image, pred._predict = set_image, _predict
+    return gen
+
+
+@pytest.fixture
+def scipy_components(monkeypatch):
+    """The official hole filling needs its CUDA kernel; give it SciPy's 8-connected components instead."""
+    import sam2.utils.misc
+    from scipy import ndimage
+
+    def get_connected_components(mask):
+        m = mask.numpy().astype(bool)
+        labels = np.zeros(m.shape, np.int32)
+        areas = np.zeros(m.shape, np.int32)
+        for i in range(m.shape[0]):
+            lab, n = ndimage.label(m[i, 0], structure=np.ones((3, 3), int))
+            labels[i, 0] = lab
+            areas[i, 0] = np.where(lab > 0, np.bincount(lab.ravel(), minlength=n + 1)[lab], 0)
+        return torch.from_numpy(labels), torch.from_numpy(areas)
+
+    monkeypatch.setattr(sam2.utils.misc, "get_connected_components", get_connected_components)
+
+
+STUB_CASES = {
+    "plain": ((300, 450), dict(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.6)),
+    "crops1": ((300, 450), dict(points_per_side=6, pred_iou_thresh=0.5, stability_score_thresh=0.6, crop_n_layers=1)),
+    "crops2_portrait": (
+        (250, 150),
+        dict(
+            points_per_side=6,
+            pred_iou_thresh=0.3,
+            stability_score_thresh=0.5,
+            crop_n_layers=2,
+            crop_n_points_downscale_factor=2,
+            crop_overlap_ratio=0.25,
+        ),
+    ),
+    "m2m": ((200, 300), dict(points_per_side=6, pred_iou_thresh=0.3, stability_score_thresh=0.5, use_m2m=True)),
+    "single_mask_odd_batch": (
+        (200, 300),
+        dict(
+            points_per_side=6,
+            pred_iou_thresh=0.3,
+            stability_score_thresh=0.5,
+            multimask_output=False,
+            points_per_batch=7,
+        ),
+    ),
+    "small_regions": (
+        (250, 350),
+        dict(points_per_side=4, pred_iou_thresh=0.3, stability_score_thresh=0.5, min_mask_region_area=40),
+    ),
+    "offset_threshold_nms": (
+        (240, 320),
+        dict(points_per_side=5, mask_threshold=1.5, stability_score_offset=0.5, box_nms_thresh=0.5, crop_n_layers=1),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STUB_CASES))
+def test_stub_decoder_matches_official(case, scipy_components):
+    """Same decoder outputs in, the official records out: equal in number and order, every field exactly equal,
+    masks pixel for pixel. (Our upsampling is matrix products, torch's a gather: they agree to float32 rounding,
+    and no pixel of these logits lies that close to a threshold.)"""
+    hw, kwargs = STUB_CASES[case]
+    image = np.zeros((*hw, 3), np.uint8)
+    ref = official_stub_generator(**kwargs).generate(image)
+    ours = Sam2AutomaticMaskGenerator(predictor=StubPredictor(), **kwargs).generate(image)
+    assert len(ref) > 1, "the case should keep several masks"
+    assert len(ours) == len(ref)
+    for a, b in zip(ref, ours, strict=True):
+        assert set(b) == RECORD_KEYS
+        for key in ("area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"):
+            assert b[key] == a[key], key
+        np.testing.assert_array_equal(b["segmentation"], a["segmentation"])
+    if kwargs.get("crop_n_layers"):
+        assert len({tuple(r["crop_box"]) for r in ours}) > 1, "masks from several crops survive"
+
+
+def test_stub_small_region_postprocessing_matches_official(monkeypatch):
+    """``postprocess_small_regions`` (SAM 1's clean-up of finished masks) against the official static method,
+    whose OpenCV connected components (not installed) are SciPy's here."""
+    import sys
+    import types
+
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+    from sam2.utils.amg import MaskData
+    from scipy import ndimage
+
+    def cc_with_stats(image, connectivity):
+        labels, n = ndimage.label(image, structure=np.ones((3, 3), int))
+        stats = np.zeros((n + 1, 5), np.int32)
+        stats[:, -1] = np.bincount(labels.ravel(), minlength=n + 1)
+        return n + 1, labels, stats, None
+
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(connectedComponentsWithStats=cc_with_stats))
+    gen = Sam2AutomaticMaskGenerator(
+        predictor=StubPredictor(), points_per_side=6, pred_iou_thresh=0.3, stability_score_thresh=0.0
+    )
+    data = gen._generate_masks(np.zeros((300, 400, 3), np.uint8), progress=False)
+    ref_data = MaskData(
+        rles=list(data["rles"]),
+        boxes=torch.from_numpy(data["boxes"]),
+        iou_preds=torch.from_numpy(data["iou_preds"]),
+        points=torch.from_numpy(data["points"]),
+    )
+    ref = SAM2AutomaticMaskGenerator.postprocess_small_regions(ref_data, 200, 0.3)
+    ours = Sam2AutomaticMaskGenerator.postprocess_small_regions(data, 200, 0.3)
+    assert 1 < len(ours["rles"]) < len(data["rles"])
+    assert ours["rles"] == ref["rles"]
+    np.testing.assert_array_equal(ours["boxes"], ref["boxes"].numpy())
+    np.testing.assert_array_equal(ours["iou_preds"], ref["iou_preds"].numpy())
+
+
+# ---- the official generator with the real (randomised) tiny model --------------------------------------------
+
+
+def _mask_iou(a, b):
+    return np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1)
+
+
+def _match_by_point(ref, ours):
+    """Pair every official record with ours from the same grid point and the most overlapping mask."""
+    by_point = defaultdict(list)
+    for i, r in enumerate(ours):
+        by_point[tuple(r["point_coords"][0])].append(i)
+    pairs, used = [], set()
+    for a in ref:
+        cands = [i for i in by_point[tuple(a["point_coords"][0])] if i not in used]
+        assert cands, f"no mask of ours at point {a['point_coords']}"
+        best = max(cands, key=lambda i: _mask_iou(a["segmentation"], ours[i]["segmentation"]))
+        used.add(best)
+        pairs.append((a, ours[best]))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def official_pair(official_tiny, official_converted):
+    import sam2_jax
+    from sam2_jax.predictor import Sam2ImagePredictor
+
+    model, params = sam2_jax.load(official_converted)
+    return official_tiny[0], Sam2ImagePredictor(model, params), official_tiny[2]
+
+
+def test_matches_official_generator(official_pair):
+    """The randomised official tiny model and its converted ``.pt`` on the same 1024 x 1024 image (no resize, so
+    both see the same pixels), thresholds and box NMS off (IoU > 1 never holds) so that all 3 x 3 x 3 masks are
+    compared: the same records (matched by point and mask), predicted IoUs within 1e-4, stability within 1e-3,
+    areas within 0.1 %, masks with IoU >= 0.999 (only pixels at the threshold may flip)."""
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    model_pt, predictor, image = official_pair
+    kwargs = dict(points_per_side=3, points_per_batch=16, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    kwargs["box_nms_thresh"] = 1.0
+    ref = SAM2AutomaticMaskGenerator(model_pt, **kwargs).generate(image)
+    ours = Sam2AutomaticMaskGenerator(predictor=predictor, **kwargs).generate(image)
+    assert len(ours) == len(ref) == 27
+    pairs = _match_by_point(ref, ours)
+    d_iou = max(abs(a["predicted_iou"] - b["predicted_iou"]) for a, b in pairs)
+    d_stab = max(abs(a["stability_score"] - b["stability_score"]) for a, b in pairs)
+    min_iou = min(_mask_iou(a["segmentation"], b["segmentation"]) for a, b in pairs)
+    d_area = max(abs(a["area"] - b["area"]) / max(a["area"], 1) for a, b in pairs)
+    print(f"[parity] official generator: {len(pairs)} masks, |dIoU| {d_iou:.1e}, |dstab| {d_stab:.1e}, ", end="")
+    print(f"mask IoU >= {min_iou:.6f}, |darea| <= {d_area:.1e}")
+    assert d_iou <= 1e-4 and d_stab <= 1e-3 and min_iou >= 0.999 and d_area <= 1e-3
+    for a, b in pairs:
+        assert b["crop_box"] == a["crop_box"]
+        assert np.allclose(b["bbox"], a["bbox"], atol=2)
+
+
+# ---- end to end on the real-size photograph ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def truck():
+    return np.asarray(Image.open(TRUCK_JPG).convert("RGB"))  # 1800 x 1200
+
+
+@pytest.fixture(scope="module")
+def truck_small(truck):
+    return np.asarray(Image.fromarray(truck).resize((600, 400), Image.BILINEAR))
+
+
+@pytest.fixture(scope="module")
+def small_predictor(small_ref):
+    from sam2_jax.predictor import Sam2ImagePredictor
+
+    return Sam2ImagePredictor(small_ref.model, small_ref.params)
+
+
+def _generator(predictor, **kwargs):
+    base = dict(points_per_side=6, points_per_batch=16, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    return Sam2AutomaticMaskGenerator(predictor=predictor, **{**base, **kwargs})
+
+
+def check_records(records, image_hw, pred_iou_thresh=-np.inf, stability_score_thresh=-np.inf):
+    """Invariants every record must satisfy, recomputed from its own mask."""
+    h, w = image_hw
+    crop_boxes = amg.box_xyxy_to_xywh(np.array(amg.generate_crop_boxes(image_hw, 2, 512 / 1500)[0]))
+    crop_boxes = {tuple(b) for b in crop_boxes.astype(float).tolist()}
+    for r in records:
+        assert set(r) == RECORD_KEYS
+        seg = r["segmentation"]
+        assert seg.shape == (h, w) and seg.dtype == bool
+        assert r["area"] == int(seg.sum())
+        ys, xs = np.nonzero(seg)
+        if len(xs):  # tight box, inclusive corners, [x, y, x1 - x0, y1 - y0] like the official
+            assert r["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+        else:
+            assert r["bbox"] == [0, 0, 0, 0]
+        cx, cy, cw, ch = r["crop_box"]
+        ((px, py),) = r["point_coords"]
+        assert cx <= px <= cx + cw and cy <= py <= cy + ch
+        assert r["predicted_iou"] > pred_iou_thresh
+        assert not r["stability_score"] < stability_score_thresh
+        assert tuple(r["crop_box"]) in crop_boxes
+        assert all(isinstance(v, float) for v in r["bbox"] + r["crop_box"] + r["point_coords"][0])
+
+
+def test_truck_pipeline_call(small_predictor, truck, truck_small):
+    """The docs' ``generator(image, points_per_batch=64)`` on the 1800 x 1200 photo, given by path: the masks,
+    scores, boxes and RLEs of ``generate``'s records, in its order."""
+    records = _generator(small_predictor, points_per_side=3, points_per_batch=64, box_nms_thresh=1.0).generate(truck)
+    gen = _generator(small_predictor, points_per_side=3, box_nms_thresh=1.0)
+    out = gen(TRUCK_JPG, points_per_batch=64, output_bboxes_mask=True, output_rle_mask=True)
+    assert gen.points_per_batch == 16  # the call's batch size does not stick
+    assert len(records) == len(out["masks"]) == len(out["scores"]) == len(out["rle_mask"]) == 9 * 3
+    check_records(records, (1200, 1800))
+    assert isinstance(out["masks"], list) and out["scores"].dtype == np.float32
+    for r, m, s, b, rle in zip(
+        records, out["masks"], out["scores"], out["bounding_boxes"], out["rle_mask"], strict=True
+    ):
+        np.testing.assert_array_equal(m, r["segmentation"])
+        assert float(s) == r["predicted_iou"]
+        np.testing.assert_array_equal(b, amg.batched_mask_to_box(m))  # xyxy, inclusive
+        assert amg.box_xyxy_to_xywh(b).tolist() == r["bbox"]
+        np.testing.assert_array_equal(amg.rle_to_mask(rle), m)
+    assert len({m.tobytes() for m in out["masks"]}) > 10, "the masks differ from one another"
+    small = gen(Image.fromarray(truck_small).convert("RGBA"))  # a PIL image (any mode) works too
+    assert set(small) == {"masks", "scores"}  # extras only on request
+    assert small["masks"][0].shape == (400, 600)
+
+
+def test_batch_size_changes_only_float_noise(small_predictor, truck_small):
+    """Decoding the grid 16 or 64 points at a time (padded batches) gives the same records up to float noise:
+    the decoder's batch size changes its float32 rounding (~1e-6), which can flip a pixel at the threshold."""
+    a = _generator(small_predictor, box_nms_thresh=1.0).generate(truck_small)
+    b = _generator(small_predictor, points_per_batch=64, box_nms_thresh=1.0).generate(truck_small)
+    assert len(a) == len(b) == 36 * 3
+    for x, y in _match_by_point(a, b):
+        assert abs(x["predicted_iou"] - y["predicted_iou"]) <= 1e-5
+        assert _mask_iou(x["segmentation"], y["segmentation"]) >= 0.999
+
+
+def test_truck_box_nms_matches_torchvision(small_predictor, truck_small):
+    """With box NMS the kept records are exactly torchvision's ``nms`` over the records kept without it."""
+    from torchvision.ops import nms
+
+    every = _generator(small_predictor, box_nms_thresh=1.0, min_mask_region_area=3).generate(truck_small)
+    kept = _generator(small_predictor, box_nms_thresh=0.7, min_mask_region_area=3).generate(truck_small)
+    boxes = torch.tensor([r["bbox"] for r in every])
+    boxes[:, 2:] += boxes[:, :2]
+    scores = torch.tensor([r["predicted_iou"] for r in every])
+    expected = nms(boxes, scores, 0.7).tolist()
+    assert 0 < len(kept) < len(every)
+    assert [r["point_coords"] for r in kept] == [every[i]["point_coords"] for i in expected]
+    assert [r["area"] for r in kept] == [every[i]["area"] for i in expected]
+    check_records(kept, truck_small.shape[:2])
+
+
+def test_truck_output_modes_round_trip(small_predictor, truck_small):
+    runs = {
+        mode: _generator(small_predictor, points_per_side=4, output_mode=mode).generate(truck_small)
+        for mode in ("binary_mask", "uncompressed_rle", "coco_rle")
+    }
+    binary = runs["binary_mask"]
+    check_records(binary, truck_small.shape[:2])
+    assert len(runs["uncompressed_rle"]) == len(runs["coco_rle"]) == len(binary) > 0
+    for b, u, c in zip(binary, runs["uncompressed_rle"], runs["coco_rle"], strict=True):
+        rest = {k: v for k, v in b.items() if k != "segmentation"}
+        assert {k: v for k, v in u.items() if k != "segmentation"} == rest
+        assert {k: v for k, v in c.items() if k != "segmentation"} == rest
+        assert u["segmentation"]["size"] == c["segmentation"]["size"] == [400, 600]
+        assert isinstance(c["segmentation"]["counts"], str)
+        np.testing.assert_array_equal(amg.rle_to_mask(u["segmentation"]), b["segmentation"])
+        np.testing.assert_array_equal(amg.rle_to_mask(c["segmentation"]), b["segmentation"])
+
+
+def test_truck_crops_m2m_small_regions(small_predictor, truck_small, monkeypatch):
+    """Crop layer 1, m2m and small-region removal on the real model. Its random masks are speckle over the whole
+    crop, so the layer-1 crops' masks all touch an inner crop edge and are dropped; which crops were embedded,
+    and the edge rule for whatever survives, are checked here; the stub tests compare surviving crop masks."""
+    hw = truck_small.shape[:2]
+    seen = []
+    set_image = small_predictor.set_image
+    monkeypatch.setattr(small_predictor, "set_image", lambda im: (seen.append(im.copy()), set_image(im))[1])
+    crops = _generator(small_predictor, crop_n_layers=1, box_nms_thresh=1.0, crop_nms_thresh=1.0).generate(truck_small)
+    monkeypatch.undo()
+    boxes, _ = amg.generate_crop_boxes(hw, 1, 512 / 1500)
+    assert len(seen) == 5
+    for im, (x0, y0, x1, y1) in zip(seen, boxes, strict=True):
+        np.testing.assert_array_equal(im, truck_small[y0:y1, x0:x1])
+    check_records(crops, hw)
+    for r in crops:  # no surviving box lies within 20 px of a crop edge that is inside the image
+        x, y, bw, bh = r["bbox"]
+        cx, cy, cw, ch = r["crop_box"]
+        for edge, crop_edge, image_edge in ((x, cx, 0), (y, cy, 0), (x + bw, cx + cw, 600), (y + bh, cy + ch, 400)):
+            assert abs(edge - crop_edge) > 20 or abs(edge - image_edge) <= 20
+
+    def by_point(records):
+        return sorted(records, key=lambda r: (r["point_coords"], r["predicted_iou"]))
+
+    # thresholds and NMS off: every grid point keeps its 3 masks, refined or cleaned
+    plain = by_point(_generator(small_predictor, box_nms_thresh=1.0).generate(truck_small))
+    m2m = by_point(_generator(small_predictor, box_nms_thresh=1.0, use_m2m=True).generate(truck_small))
+    check_records(m2m, hw)
+    assert [r["point_coords"] for r in m2m] == [r["point_coords"] for r in plain] and len(plain) == 36 * 3
+    assert sorted(r["predicted_iou"] for r in m2m) != sorted(r["predicted_iou"] for r in plain)
+
+    cleaned = by_point(_generator(small_predictor, box_nms_thresh=1.0, min_mask_region_area=25).generate(truck_small))
+    check_records(cleaned, hw)
+    assert [r["predicted_iou"] for r in cleaned] == [r["predicted_iou"] for r in plain]
+    changed = [not np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(cleaned, plain, strict=True)]
+    assert any(changed)
+
+
+def test_argument_errors(small_predictor):
+    with pytest.raises(ValueError, match="Exactly one"):
+        Sam2AutomaticMaskGenerator(predictor=small_predictor, points_per_side=None)
+    with pytest.raises(ValueError, match="Exactly one"):
+        Sam2AutomaticMaskGenerator(predictor=small_predictor, point_grids=[amg.build_point_grid(2)])
+    with pytest.raises(ValueError, match="output_mode"):
+        Sam2AutomaticMaskGenerator(predictor=small_predictor, output_mode="png")
+    with pytest.raises(ValueError, match="point grids"):
+        Sam2AutomaticMaskGenerator(
+            predictor=small_predictor, points_per_side=None, point_grids=[amg.build_point_grid(2)], crop_n_layers=1
+        )
+    with pytest.raises(ValueError, match="either model and params, or a predictor"):
+        Sam2AutomaticMaskGenerator()
+    gen = _generator(small_predictor)
+    with pytest.raises(ValueError, match="RGB"):
+        gen.generate(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="points_per_batch"):
+        gen(np.zeros((10, 10, 3), np.uint8), points_per_batch=0)
+
+
+def test_explicit_point_grids_equal_points_per_side():
+    kwargs = dict(pred_iou_thresh=0.3, stability_score_thresh=0.5, crop_n_layers=1)
+    image = np.zeros((300, 450, 3), np.uint8)  # crop sizes of the "crops1" case: compiled already
+    a = Sam2AutomaticMaskGenerator(predictor=StubPredictor(), points_per_side=4, **kwargs).generate(image)
+    grids = amg.build_all_layer_point_grids(4, 1, 1)
+    b = Sam2AutomaticMaskGenerator(
+        predictor=StubPredictor(), points_per_side=None, point_grids=[g.tolist() for g in grids], **kwargs
+    ).generate(image)
+    assert len(a) == len(b) > 0
+    assert all(x["point_coords"] == y["point_coords"] and x["area"] == y["area"] for x, y in zip(a, b, strict=True))
