@@ -56,3 +56,24 @@ def test_segment_unreadable_inputs(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["segment", TRUCK_JPG, "--point", "1;1", "--out", str(tmp_path / "m.png")])
     assert e.value.code == 2 and "--point must be 2 comma-separated numbers" in capsys.readouterr().err
+
+
+def test_generate_writes_masks_metadata_and_overlay(small_ref, tmp_path, capsys):
+    import json
+
+    from sam2_jax import save_converted
+
+    ckpt = tmp_path / "ckpt"
+    save_converted(ckpt, small_ref.config, small_ref.params)
+    out = tmp_path / "masks"
+    argv = ["generate", TRUCK_JPG, "--model", str(ckpt), "--out", str(out), "--points-per-side", "4"]
+    assert main([*argv, "--pred-iou-thresh", "-100", "--stability-score-thresh", "0"]) == 0
+    meta = json.loads((out / "masks.json").read_text())
+    pngs = sorted(out.glob("mask_*.png"))
+    assert len(pngs) == len(meta) > 0
+    for png, rec in zip(pngs, meta, strict=True):
+        mask = np.asarray(Image.open(png)) == 255
+        assert mask.shape == (1200, 1800) and int(mask.sum()) == rec["area"]
+    assert np.asarray(Image.open(out / "overlay.png")).shape == (1200, 1800, 3)
+    assert f"{len(meta)} masks written" in capsys.readouterr().out
+    assert not list(out.glob(".*tmp"))
