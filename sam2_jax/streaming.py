@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from . import amg
 from .parallel import BatchSegmenter
 from .predictor import bucket
 from .processor import Sam2Processor, _to_rgb_uint8, upsample_bilinear
@@ -103,23 +104,10 @@ def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     mask = np.asarray(mask, bool)
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
-    flat = mask.ravel(order="F")
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts = [0, *counts]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+    return amg.mask_to_rle(mask[None])[0]
 
 
-def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
-    """COCO uncompressed RLE -> (H, W) bool; the inverse of ``mask_to_rle``."""
-    h, w = (int(v) for v in rle["size"])
-    counts = np.asarray(rle["counts"], np.int64)
-    if counts.sum() != h * w:
-        raise ValueError(f"RLE counts sum to {int(counts.sum())}, not {h}x{w} = {h * w}")
-    values = np.arange(len(counts)) % 2 == 1
-    return np.repeat(values, counts).reshape((h, w), order="F")
+rle_to_mask = amg.rle_to_mask  # the inverse of ``mask_to_rle`` (also reads COCO's compressed strings)
 
 
 def read_png_scores(path: str | os.PathLike) -> dict[str, Any]:
