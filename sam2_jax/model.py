@@ -53,23 +53,21 @@ def _check_rank(name: str, x, rank: int, layout: str):
 class Sam2Model(nn.Module):
     config: Sam2Config
     dtype: Dtype = jnp.float32
+    prompt_chunk: int | str | None = "auto"  # prompts decoded at a time, see ``MaskDecoder``
 
     def setup(self):
         c = self.config
         self.shared_image_embedding = PositionalEmbedding(c.prompt_encoder_config.hidden_size // 2)
         self.vision_encoder = VisionEncoder(c.vision_config, self.dtype)
         self.prompt_encoder = PromptEncoder(c.prompt_encoder_config, self.dtype)
-        self.mask_decoder = MaskDecoder(c.mask_decoder_config, self.dtype)
+        self.mask_decoder = MaskDecoder(c.mask_decoder_config, self.dtype, self.prompt_chunk)
         self.no_memory_embedding = self.param(
             "no_memory_embedding", nn.initializers.zeros, (1, 1, c.vision_config.fpn_hidden_size)
         )
 
     def get_image_wide_positional_embeddings(self) -> jax.Array:
         """(1, 64, 64, C) positional encoding of the embedding grid at cell centres."""
-        s = self.config.prompt_encoder_config.image_embedding_size
-        centres = (jnp.arange(s, dtype=jnp.float32) + 0.5) / s
-        grid = jnp.stack(jnp.meshgrid(centres, centres, indexing="xy"), axis=-1)  # (s, s, [x, y])
-        return self.shared_image_embedding(grid)[None]
+        return self.shared_image_embedding.grid(self.config.prompt_encoder_config.image_embedding_size)[None]
 
     def get_image_features(self, pixel_values: jax.Array) -> VisionEncoderOutput:
         """Vision encoder output with the two high-resolution levels projected by ``conv_s0`` / ``conv_s1``."""

@@ -34,15 +34,32 @@ class PositionalEmbedding(nn.Module):
     num_features: int  # half the hidden size
     scale: float = 1.0
 
-    @nn.compact
-    def __call__(self, coords: jax.Array) -> jax.Array:
-        """(..., 2) coordinates in [0, 1] -> (..., 2 * num_features), float32."""
-        gaussian = self.param(
+    def setup(self):
+        self.positional_embedding = self.param(
             "positional_embedding", nn.initializers.normal(self.scale), (2, self.num_features), jnp.float32
         )
+
+    def __call__(self, coords: jax.Array) -> jax.Array:
+        """(..., 2) coordinates in [0, 1] -> (..., 2 * num_features), float32."""
         coords = 2.0 * coords.astype(jnp.float32) - 1.0
-        proj = 2.0 * jnp.pi * jnp.matmul(coords, gaussian.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+        gaussian = self.positional_embedding.astype(jnp.float32)
+        proj = 2.0 * jnp.pi * jnp.matmul(coords, gaussian, precision=jax.lax.Precision.HIGHEST)
         return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
+
+    def grid(self, size: int) -> jax.Array:
+        """(size, size, 2 * num_features): the encoding of the cell centres of a size x size grid ((x, y) order).
+
+        The angle is separable, a(x) + b(y), so sin and cos are taken on 2 x size rows and combined with
+        the addition formulas instead of on size**2 points (the same values to float32 rounding).
+        """
+        centres = 2.0 * (jnp.arange(size, dtype=jnp.float32) + 0.5) / size - 1.0
+        gaussian = self.positional_embedding.astype(jnp.float32)
+        a = 2.0 * jnp.pi * centres[None, :, None] * gaussian[0]  # (1, size [x], F)
+        b = 2.0 * jnp.pi * centres[:, None, None] * gaussian[1]  # (size [y], 1, F)
+        sin_a, cos_a, sin_b, cos_b = jnp.sin(a), jnp.cos(a), jnp.sin(b), jnp.cos(b)
+        sin = sin_a * cos_b + cos_a * sin_b
+        cos = cos_a * cos_b - sin_a * sin_b
+        return jnp.concatenate([sin, cos], axis=-1)
 
 
 class MaskEmbedding(nn.Module):

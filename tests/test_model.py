@@ -234,3 +234,45 @@ def test_bfloat16_agrees_with_float32(tiny_ref, tiny_case):
         print(f"[bf16] {name}: min mask IoU {iou.min():.4f}, mean {iou.mean():.4f}, max score diff {score:.4f}")
         assert iou.min() > 0.9 and iou.mean() > 0.95, f"{name}: bf16 masks differ from f32 (IoU {iou.min():.3f})"
         assert score < 0.02, f"{name}: bf16 IoU scores differ by {score:.3f}"
+
+
+def test_many_objects_decoded_in_chunks(tiny_ref, tiny_case):
+    """Five objects: on CPU the decoder scans over chunks of prompts (the last one padded); same answer as
+    transformers and as decoding them all at once, with per-object mask prompts and masked padding points."""
+    import jax
+
+    from sam2_jax import Sam2Model
+
+    rng = np.random.default_rng(3)
+    points = rng.uniform(0, 1024, (1, 5, 2, 2)).astype(np.float32)
+    labels = rng.integers(0, 2, (1, 5, 2)).astype(np.int64)
+    emb_ours = tuple(e[:1] for e in tiny_case["ours"])
+    emb_theirs = [e[:1] for e in _embeddings_torch(tiny_case)]
+    for multimask in (True, False):
+        ref = tiny_ref.torch_forward(
+            image_embeddings=emb_theirs, input_points=points, input_labels=labels, multimask_output=multimask
+        )
+        out = tiny_ref.apply(
+            tiny_ref.params,
+            image_embeddings=emb_ours,
+            input_points=points,
+            input_labels=labels,
+            multimask_output=multimask,
+        )
+        _compare(out, ref, f"5 objects multimask={multimask}")
+
+    kwargs = dict(
+        image_embeddings=emb_ours,
+        input_points=points,
+        input_labels=labels,
+        input_masks=rng.standard_normal((1, 5, 256, 256)).astype(np.float32),
+        prompt_mask=np.array([[[1, 0], [1, 1], [0, 0], [1, 0], [1, 1]]], bool),
+    )
+    outs = {}
+    for chunk in (2, 3, None):
+        model = Sam2Model(tiny_ref.config, prompt_chunk=chunk)
+        assert model.bind({"params": tiny_ref.params}).mask_decoder.prompt_chunk_size() == chunk
+        outs[chunk] = jax.jit(lambda p, kw, m=model: m.apply({"params": p}, **kw))(tiny_ref.params, kwargs)
+    for chunk in (2, 3):
+        for name in ("pred_masks", "iou_scores", "object_score_logits"):
+            assert_rel_close(getattr(outs[chunk], name), getattr(outs[None], name), 1e-5, f"chunk {chunk} {name}")
