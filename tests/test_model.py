@@ -276,3 +276,70 @@ def test_many_objects_decoded_in_chunks(tiny_ref, tiny_case):
     for chunk in (2, 3):
         for name in ("pred_masks", "iou_scores", "object_score_logits"):
             assert_rel_close(getattr(outs[chunk], name), getattr(outs[None], name), 1e-5, f"chunk {chunk} {name}")
+
+
+def test_decoder_gradients_match_torch_autograd(tiny_ref, tiny_case):
+    """Fine-tuning: d(loss)/d(params) of the prompt encoder and mask decoder equals torch autograd's, with
+    three objects (decoded in chunks on CPU) and a mask prompt. The torch gradients are converted by the
+    same key table as the weights."""
+    import jax
+    import torch
+
+    from sam2_jax.checkpoint import convert_state_dict
+
+    rng = np.random.default_rng(5)
+    points = rng.uniform(0, 1024, (1, 3, 2, 2)).astype(np.float32)
+    labels = np.array([[[1, 0], [1, 1], [0, 1]]], np.int64)
+    mask_in = rng.standard_normal((1, 1, 256, 256)).astype(np.float32)
+    w_masks = rng.standard_normal((1, 3, 3, 256, 256)).astype(np.float32) / 256
+    w_iou = rng.standard_normal((1, 3, 3)).astype(np.float32)
+    emb_ours = tuple(e[:1] for e in tiny_case["ours"])
+    emb_theirs = [e[:1].clone() for e in _embeddings_torch(tiny_case)]
+
+    tm = tiny_ref.torch_model
+    tm.zero_grad()
+    out = tm(
+        image_embeddings=emb_theirs,
+        input_points=torch.from_numpy(points),
+        input_labels=torch.from_numpy(labels),
+        input_masks=torch.from_numpy(mask_in),
+    )
+    loss = (out.pred_masks * torch.from_numpy(w_masks)).sum() + (out.iou_scores * torch.from_numpy(w_iou)).sum()
+    loss = loss + out.object_score_logits.sum()
+    loss.backward()
+    grads_t = {
+        k: (p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape), np.float32))
+        for k, p in tm.named_parameters()
+    }
+    # buffers (the random Fourier matrix is one in torch, a param here) get zeros and are not compared
+    grads_t.update({k: np.zeros_like(v) for k, v in tiny_ref.state.items() if k not in grads_t})
+    expected = convert_state_dict(grads_t, tiny_ref.config)
+    tm.zero_grad()
+
+    def loss_fn(params):
+        o = tiny_ref.model.apply(
+            {"params": params},
+            image_embeddings=emb_ours,
+            input_points=points,
+            input_labels=labels,
+            input_masks=mask_in,
+        )
+        return (o.pred_masks * w_masks).sum() + (o.iou_scores * w_iou).sum() + o.object_score_logits.sum()
+
+    grads = jax.jit(jax.grad(loss_fn))(tiny_ref.params)
+    compared = 0
+    for part in ("mask_decoder", "prompt_encoder"):
+        flat = jax.tree_util.tree_flatten_with_path(grads[part])[0]
+        flat_expected = dict(jax.tree_util.tree_flatten_with_path(expected[part])[0])
+        for path, g in flat:
+            ref = np.asarray(flat_expected[path])
+            if not np.any(ref):  # buffers, and parameters the loss does not reach (the unused no_mask_embed)
+                continue
+            if path[-2:] == (jax.tree_util.DictKey("k_proj"), jax.tree_util.DictKey("bias")):
+                # softmax is shift-invariant: the key bias's true gradient is 0 (torch's is rounding noise)
+                scale = np.linalg.norm(flat_expected[(*path[:-1], jax.tree_util.DictKey("kernel"))])
+                assert np.linalg.norm(ref) < 1e-4 * scale and np.linalg.norm(np.asarray(g)) < 1e-4 * scale
+                continue
+            assert_rel_close(g, ref, 1e-3, f"grad {part}{jax.tree_util.keystr(path)}")
+            compared += 1
+    assert compared > 60
