@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,3 +49,20 @@ def test_dynamic_multimask_falls_back_when_unstable():
     assert float(out_iou[0, 0, 0]) == np.float32(0.1)
     np.testing.assert_array_equal(out_masks[0, 1, 0], multi[1])  # unstable: best multimask by IoU (index 2)
     assert float(out_iou[0, 1, 0]) == np.float32(0.9)
+
+
+def test_subpixel_layout_round_trip():
+    """``to_subpixels`` and ``from_subpixels`` are inverse permutations, and ``subpixel`` is ``__call__``'s data."""
+    from sam2_jax.mask_decoder import from_subpixels, to_subpixels
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 12, 20, 5)).astype(np.float32)  # (B, 4h, 4w, C) with h = 3, w = 5
+    sub = to_subpixels(jnp.asarray(x), 2)
+    assert sub.shape == (2, 15, 2, 2, 2, 2, 5)
+    np.testing.assert_array_equal(from_subpixels(sub, 3, 5), x.transpose(0, 3, 1, 2))
+    conv = ConvTranspose2x2(4)
+    y = rng.standard_normal((1, 3, 5, 8)).astype(np.float32)
+    params = conv.init(jax.random.PRNGKey(0), y)["params"]
+    image = np.asarray(conv.apply({"params": params}, y))
+    per_pixel = np.asarray(conv.apply({"params": params}, y.reshape(1, 15, 8), method=ConvTranspose2x2.subpixel))
+    np.testing.assert_array_equal(to_subpixels(jnp.asarray(image), 1), per_pixel)
