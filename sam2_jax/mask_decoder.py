@@ -8,7 +8,7 @@ In:
   high_resolution_features: feat_s0 (B, 256, 256, C/8) and feat_s1 (B, 128, 128, C/4), already projected
                      by ``conv_s0`` / ``conv_s1`` (done once per image, see ``project_high_resolution``)
   token_mask         (B, P, T) bool or None: False for bucket-padding prompt tokens (masked out of attention)
-  prompt_chunk       (module field) prompts decoded at a time in a ``scan``; "auto": 2 on CPU, where each
+  prompt_chunk       (module field) prompts decoded at a time in a ``scan``; "auto": 1 on CPU, where each
                      prompt's ~16 MB of activations then stays in cache (about 1.5x faster for many prompts),
                      and all at once on accelerators; None: all at once. The answer does not depend on it.
 Out:
@@ -140,9 +140,15 @@ class MaskDecoder(nn.Module):
         # match once per call; only the final masks are interleaved back
         feat_s0, feat_s1 = high_resolution_features
         shared = (pe, to_subpixels(feat_s0, 2)[:, None], to_subpixels(feat_s1, 1)[:, None])
+        # layer 0's projections of a shared image side, once for all prompts, when they serve enough prompts that
+        # computing them beats the reassociated per-prompt order (the inequality ``Sam2Attention`` uses)
+        c = self.config
+        internal = c.hidden_size // c.attention_downsample_rate
+        hoist = src.shape[1] == 1 and p * c.num_attention_heads * tokens.shape[2] >= internal
+        image_side = self.transformer.image_side(src, pe) if hoist and not self.is_initializing() else None
         chunk = self.prompt_chunk_size()
         if chunk is None or p <= chunk or self.is_initializing() or self.is_mutable_collection("intermediates"):
-            return self._decode(tokens, token_mask, src, *shared, (h, w), multimask_output)
+            return self._decode(tokens, token_mask, src, *shared, image_side, (h, w), multimask_output)
 
         # chunks of prompts in a loop: on CPU their activations (~16 MB per prompt) then stay in cache
         n = -(-p // chunk)
@@ -154,27 +160,30 @@ class MaskDecoder(nn.Module):
         per_prompt_src = src.shape[1] != 1
         xs = (split(tokens), None if token_mask is None else split(token_mask), split(src) if per_prompt_src else None)
 
-        def step(module, carry, xs, src, shared):
+        def step(module, carry, xs, src, shared, image_side):
             t, m, s = xs
-            return carry, module._decode(t, m, src if s is None else s, *shared, (h, w), multimask_output)
+            return carry, module._decode(t, m, src if s is None else s, *shared, image_side, (h, w), multimask_output)
 
         scan = nn.scan(
-            step, variable_broadcast="params", split_rngs={"params": False}, in_axes=(0, nn.broadcast, nn.broadcast)
+            step,
+            variable_broadcast="params",
+            split_rngs={"params": False},
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
         )
-        _, outs = scan(self, None, xs, None if per_prompt_src else src, shared)
+        _, outs = scan(self, None, xs, None if per_prompt_src else src, shared, image_side)
         return tuple(x.swapaxes(0, 1).reshape(b, n * chunk, *x.shape[3:])[:, :p] for x in outs)
 
     def prompt_chunk_size(self) -> int | None:
-        """Prompts decoded at a time: ``prompt_chunk``, where "auto" is 2 on CPU and all of them elsewhere."""
+        """Prompts decoded at a time: ``prompt_chunk``, where "auto" is 1 on CPU and all of them elsewhere."""
         if self.prompt_chunk == "auto":
-            return 2 if jax.default_backend() == "cpu" else None
+            return 1 if jax.default_backend() == "cpu" else None
         return self.prompt_chunk
 
-    def _decode(self, tokens, token_mask, src, pe, s0, s1, hw, multimask_output):
+    def _decode(self, tokens, token_mask, src, pe, s0, s1, image_side, hw, multimask_output):
         """Two-way transformer, upscaling and heads for (B, P) prompts: (masks, iou_pred, object_score_logits)."""
         c = self.config
         h, w = hw
-        queries, keys = self.transformer(tokens, src, pe, token_mask)
+        queries, keys = self.transformer(tokens, src, pe, token_mask, image_side)
 
         iou_token_out = queries[:, :, 1]
         mask_tokens_out = queries[:, :, 2 : 2 + c.num_multimask_outputs + 1]
