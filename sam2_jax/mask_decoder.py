@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from .config import MaskDecoderConfig
 from .layers import Dtype, FeedForward, LayerNorm, einsum_f32, gelu
-from .two_way_transformer import TwoWayTransformer
+from .two_way_transformer import TwoWayTransformer, folding_is_cheaper
 
 
 class ConvTranspose2x2(nn.Module):
@@ -141,13 +141,15 @@ class MaskDecoder(nn.Module):
         feat_s0, feat_s1 = high_resolution_features
         shared = (pe, to_subpixels(feat_s0, 2)[:, None], to_subpixels(feat_s1, 1)[:, None])
         # layer 0's projections of a shared image side, once for all prompts, when they serve enough prompts that
-        # computing them beats the reassociated per-prompt order (the inequality ``Sam2Attention`` uses)
+        # computing them beats the reassociated per-prompt order (``Sam2Attention``'s own test)
         c = self.config
+        shared_src = src.shape[1] == 1
         internal = c.hidden_size // c.attention_downsample_rate
-        hoist = src.shape[1] == 1 and p * c.num_attention_heads * tokens.shape[2] >= internal
-        image_side = self.transformer.image_side(src, pe) if hoist and not self.is_initializing() else None
+        hoist = shared_src and not folding_is_cheaper(p, c.num_attention_heads, tokens.shape[2], 1, internal)
+        initializing = self.is_initializing()
+        image_side = self.transformer.image_side(src, pe) if hoist and not initializing else None
         chunk = self.prompt_chunk_size()
-        if chunk is None or p <= chunk or self.is_initializing() or self.is_mutable_collection("intermediates"):
+        if chunk is None or p <= chunk or initializing or self.is_mutable_collection("intermediates"):
             return self._decode(tokens, token_mask, src, *shared, image_side, (h, w), multimask_output)
 
         # chunks of prompts in a loop: on CPU their activations (~16 MB per prompt) then stay in cache
@@ -157,8 +159,7 @@ class MaskDecoder(nn.Module):
             x = jnp.pad(x, [(0, 0), (0, n * chunk - p)] + [(0, 0)] * (x.ndim - 2), mode="edge")
             return x.reshape(b, n, chunk, *x.shape[2:]).swapaxes(0, 1)
 
-        per_prompt_src = src.shape[1] != 1
-        xs = (split(tokens), None if token_mask is None else split(token_mask), split(src) if per_prompt_src else None)
+        xs = (split(tokens), None if token_mask is None else split(token_mask), None if shared_src else split(src))
 
         def step(module, carry, xs, src, shared, image_side):
             t, m, s = xs
@@ -170,7 +171,7 @@ class MaskDecoder(nn.Module):
             split_rngs={"params": False},
             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
         )
-        _, outs = scan(self, None, xs, None if per_prompt_src else src, shared, image_side)
+        _, outs = scan(self, None, xs, src if shared_src else None, shared, image_side)
         return tuple(x.swapaxes(0, 1).reshape(b, n * chunk, *x.shape[3:])[:, :p] for x in outs)
 
     def prompt_chunk_size(self) -> int | None:

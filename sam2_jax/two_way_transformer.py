@@ -26,6 +26,13 @@ from .layers import Dtype, FeedForward, LayerNorm, attention, einsum_f32
 EPS = 1e-5
 
 
+def folding_is_cheaper(batch: int, heads: int, n_few: int, batch_many: int, internal: int) -> bool:
+    """Whether folding the many-token side's projection into the few tokens costs less than projecting the
+    many tokens: ``batch`` prompts x ``heads`` x ``n_few`` folded rows against ``batch_many`` (1 when shared
+    by all prompts) x ``internal`` projected columns, both per many-side token and channel."""
+    return batch * heads * n_few < batch_many * internal
+
+
 class Projection(nn.Module):
     """A dense layer (``kernel`` (in, out), ``bias``) whose weights can also be read for reassociated products."""
 
@@ -78,11 +85,11 @@ class Sam2Attention(nn.Module):
         n_q, n_k = query.shape[-2], key.shape[-2]
         batch_q, batch_k = math.prod(query.shape[:-2]), math.prod(key.shape[:-2])
         batch = math.prod(np.broadcast_shapes(query.shape[:-2], key.shape[:-2]))
-        few_queries = n_k > c and heads * n_q < internal and batch * heads * n_q < batch_k * internal
+        few_queries = n_k > c and heads * n_q < internal and folding_is_cheaper(batch, heads, n_q, batch_k, internal)
         if few_queries and not projected:
             return self._few_queries(query, key, value, key_mask, scale)
         if n_q > c and heads * n_k < internal:
-            fold_query = batch * heads * n_k < batch_q * internal and "query" not in projected
+            fold_query = folding_is_cheaper(batch, heads, n_k, batch_q, internal) and "query" not in projected
             return self._few_keys(query, key, value, key_mask, scale, fold_query, projected.get("query"))
 
         def split(x):
