@@ -42,6 +42,14 @@ def _embeddings_torch(tiny_case):
     return tiny_case["theirs"].image_embeddings
 
 
+def _parity(tiny_ref, what, emb_ours, emb_theirs, **kwargs):
+    """Decode the same prompts from the same embeddings with both models, compare, return ours."""
+    ref = tiny_ref.torch_forward(image_embeddings=emb_theirs, **kwargs)
+    out = tiny_ref.apply(tiny_ref.params, image_embeddings=emb_ours, **kwargs)
+    _compare(out, ref, what)
+    return out
+
+
 CASES = {
     "positive_point": dict(input_points=[[[[500, 375]]]], input_labels=[[[1]]]),
     "positive_and_negative": dict(input_points=[[[[500, 375], [1125, 625], [300, 200]]]], input_labels=[[[1, 0, 1]]]),
@@ -59,9 +67,7 @@ def test_prompt_cases_single_image(tiny_ref, tiny_case, case, multimask):
     kwargs = {k: np.asarray(v, np.int64 if k == "input_labels" else np.float32) for k, v in CASES[case].items()}
     emb_ours = tuple(e[:1] for e in tiny_case["ours"])
     emb_theirs = [e[:1] for e in _embeddings_torch(tiny_case)]
-    ref = tiny_ref.torch_forward(image_embeddings=emb_theirs, multimask_output=multimask, **kwargs)
-    out = tiny_ref.apply(tiny_ref.params, image_embeddings=emb_ours, multimask_output=multimask, **kwargs)
-    _compare(out, ref, case)
+    _parity(tiny_ref, case, emb_ours, emb_theirs, multimask_output=multimask, **kwargs)
 
 
 def test_two_images_padded_objects_and_points(tiny_ref, tiny_case):
@@ -71,20 +77,15 @@ def test_two_images_padded_objects_and_points(tiny_ref, tiny_case):
     )
     labels = np.array([[[1, -10], [1, -10]], [[1, 1], [-10, -10]]], np.int64)
     for multimask in (True, False):
-        ref = tiny_ref.torch_forward(
-            image_embeddings=list(_embeddings_torch(tiny_case)),
+        _parity(
+            tiny_ref,
+            f"padded batch multimask={multimask}",
+            tiny_case["ours"],
+            list(_embeddings_torch(tiny_case)),
             input_points=points,
             input_labels=labels,
             multimask_output=multimask,
         )
-        out = tiny_ref.apply(
-            tiny_ref.params,
-            image_embeddings=tiny_case["ours"],
-            input_points=points,
-            input_labels=labels,
-            multimask_output=multimask,
-        )
-        _compare(out, ref, f"padded batch multimask={multimask}")
 
 
 def test_mask_input_refinement(tiny_ref, tiny_case):
@@ -98,22 +99,16 @@ def test_mask_input_refinement(tiny_ref, tiny_case):
     mask_input = first.pred_masks[:, :, best].numpy()  # (1, 1, 256, 256)
     new_points = np.array([[[[500, 375], [450, 300]]]], np.float32)
     new_labels = np.ones((1, 1, 2), np.int64)
-    ref = tiny_ref.torch_forward(
-        image_embeddings=emb_theirs,
+    out = _parity(
+        tiny_ref,
+        "mask input",
+        emb_ours,
+        emb_theirs,
         input_points=new_points,
         input_labels=new_labels,
         input_masks=mask_input,
         multimask_output=False,
     )
-    out = tiny_ref.apply(
-        tiny_ref.params,
-        image_embeddings=emb_ours,
-        input_points=new_points,
-        input_labels=new_labels,
-        input_masks=mask_input,
-        multimask_output=False,
-    )
-    _compare(out, ref, "mask input")
     # the mask prompt must matter: without it the answer differs
     plain = tiny_ref.apply(
         tiny_ref.params,
@@ -249,17 +244,15 @@ def test_many_objects_decoded_in_chunks(tiny_ref, tiny_case):
     emb_ours = tuple(e[:1] for e in tiny_case["ours"])
     emb_theirs = [e[:1] for e in _embeddings_torch(tiny_case)]
     for multimask in (True, False):
-        ref = tiny_ref.torch_forward(
-            image_embeddings=emb_theirs, input_points=points, input_labels=labels, multimask_output=multimask
-        )
-        out = tiny_ref.apply(
-            tiny_ref.params,
-            image_embeddings=emb_ours,
+        _parity(
+            tiny_ref,
+            f"5 objects multimask={multimask}",
+            emb_ours,
+            emb_theirs,
             input_points=points,
             input_labels=labels,
             multimask_output=multimask,
         )
-        _compare(out, ref, f"5 objects multimask={multimask}")
 
     kwargs = dict(
         image_embeddings=emb_ours,
