@@ -53,7 +53,7 @@ def bench_size(size, dtype, pixels, repeats, skip_64):
     from reference import build_transformers_model, state_dict_numpy
 
     from sam2_jax import Sam2Model, get_config
-    from sam2_jax.checkpoint import convert_state_dict
+    from sam2_jax.checkpoints.key_mapping import convert_state_dict
 
     rng = np.random.default_rng(0)
     pixels_t = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()

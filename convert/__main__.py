@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", help="huggingface_hub cache directory for repo ids")
     args = parser.parse_args(argv)
 
-    from sam2_jax.checkpoint import CheckpointError
-    from sam2_jax.io import load_params, save_converted
+    from sam2_jax.checkpoints.key_mapping import CheckpointError
+    from sam2_jax.checkpoints.loading import load_params, save_converted
 
     out = Path(args.out)
     try:

@@ -1,6 +1,6 @@
 """sam2-jax: SAM 2 / 2.1 image segmentation in JAX/Flax, loaded from the official checkpoints."""
 
-from .automatic_mask_generator import Sam2AutomaticMaskGenerator
+from .checkpoints.loading import load, load_params, save_converted
 from .config import (
     CHECKPOINTS,
     MODEL_SIZES,
@@ -11,12 +11,12 @@ from .config import (
     VisionConfig,
     get_config,
 )
-from .io import load, load_params, save_converted
-from .model import Sam2ImageSegmentationOutput, Sam2Model, init_params, param_shapes
-from .predictor import Sam2ImagePredictor
-from .processor import Sam2Processor
-from .streaming import StreamSummary, segment_stream
-from .visualize import overlay
+from .frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
+from .frontends.image_predictor import Sam2ImagePredictor
+from .frontends.streaming import StreamSummary, segment_stream
+from .frontends.visualize import overlay
+from .modeling.sam2_model import Sam2ImageSegmentationOutput, Sam2Model, init_params, param_shapes
+from .processing.processor import Sam2Processor
 
 __all__ = [
     "CHECKPOINTS",

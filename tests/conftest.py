@@ -35,7 +35,7 @@ class Reference:
         from reference import build_transformers_model, state_dict_numpy
 
         from sam2_jax import Sam2Model
-        from sam2_jax.checkpoint import convert_state_dict
+        from sam2_jax.checkpoints.key_mapping import convert_state_dict
 
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         self.config = config

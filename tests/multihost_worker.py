@@ -20,7 +20,7 @@ def main():
     from reference import tiny_test_config
 
     from sam2_jax import Sam2Model, init_params
-    from sam2_jax.parallel import BatchSegmenter
+    from sam2_jax.frontends.batch_segmenter import BatchSegmenter
 
     config = tiny_test_config()
     params = init_params(config, jax.random.PRNGKey(0))

@@ -1,4 +1,4 @@
-"""``sam2_jax.amg`` building blocks against the official ``sam2.utils.amg`` helpers and torchvision's NMS, on
+"""``sam2_jax.processing.amg`` building blocks against the official ``sam2.utils.amg`` helpers and torchvision's NMS, on
 random data: several seeds and sizes, non-square images, crop layers 0..2. Equality is exact wherever the
 reference is exact (everything here: integer or identically ordered float32 arithmetic)."""
 
@@ -15,7 +15,7 @@ from torchvision.ops import batched_nms as tv_batched_nms
 from torchvision.ops import box_iou as tv_box_iou
 from torchvision.ops import nms as tv_nms
 
-from sam2_jax import amg
+from sam2_jax.processing import amg
 
 SIZES = [(1, 1), (1, 7), (5, 1), (37, 23), (64, 64), (120, 200), (333, 211)]
 

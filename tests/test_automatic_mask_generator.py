@@ -21,8 +21,8 @@ import torch
 from conftest import TRUCK_JPG
 from PIL import Image
 
-from sam2_jax import amg
-from sam2_jax.automatic_mask_generator import Sam2AutomaticMaskGenerator
+from sam2_jax.frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
+from sam2_jax.processing import amg
 
 RECORD_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 
@@ -232,7 +232,7 @@ def _match_by_point(ref, ours):
 @pytest.fixture(scope="module")
 def official_pair(official_tiny, official_converted):
     import sam2_jax
-    from sam2_jax.predictor import Sam2ImagePredictor
+    from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
 
     model, params = sam2_jax.load(official_converted)
     return official_tiny[0], Sam2ImagePredictor(model, params), official_tiny[2]
@@ -279,7 +279,7 @@ def truck_small(truck):
 
 @pytest.fixture(scope="module")
 def small_predictor(small_ref):
-    from sam2_jax.predictor import Sam2ImagePredictor
+    from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
 
     return Sam2ImagePredictor(small_ref.model, small_ref.params)
 

@@ -1,4 +1,4 @@
-"""``sam2_jax.components``: NumPy union-find connected components against ``scipy.ndimage.label`` (8- and
+"""``sam2_jax.processing.components``: NumPy union-find connected components against ``scipy.ndimage.label`` (8- and
 4-connectivity), and hole filling / sprinkle removal against a SciPy reference written from the official
 semantics and against the official code itself.
 
@@ -20,7 +20,7 @@ import torch
 from scipy import ndimage
 
 from sam2_jax import Sam2Processor
-from sam2_jax.components import connected_components, fill_holes_and_remove_sprinkles
+from sam2_jax.processing.components import connected_components, fill_holes_and_remove_sprinkles
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # SAM2Transforms
 

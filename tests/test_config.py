@@ -8,7 +8,7 @@ import json
 import pytest
 
 from sam2_jax import CHECKPOINTS, MODEL_SIZES, Sam2Config, get_config
-from sam2_jax.hiera import Hiera
+from sam2_jax.modeling.hiera import Hiera
 
 OFFICIAL_YAML = {
     "tiny": "sam2.1_hiera_t.yaml",

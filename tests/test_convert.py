@@ -14,7 +14,7 @@ from flax.traverse_util import flatten_dict
 
 import sam2_jax
 from convert.__main__ import main as convert_main
-from sam2_jax.checkpoint import CheckpointError
+from sam2_jax.checkpoints.key_mapping import CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import rel_l2
 
-from sam2_jax.hiera import Hiera, window_partition, window_unpartition
-from sam2_jax.layers import resize_bicubic
+from sam2_jax.modeling.hiera import Hiera, window_partition, window_unpartition
+from sam2_jax.modeling.layers import resize_bicubic
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sam2_jax.mask_decoder import ConvTranspose2x2, MaskDecoder, stability_scores
+from sam2_jax.modeling.mask_decoder import ConvTranspose2x2, MaskDecoder, stability_scores
 
 
 def test_conv_transpose_matches_torch():
@@ -53,7 +53,7 @@ def test_dynamic_multimask_falls_back_when_unstable():
 
 def test_subpixel_layout_round_trip():
     """``to_subpixels`` and ``from_subpixels`` are inverse permutations, and ``subpixel`` is ``__call__``'s data."""
-    from sam2_jax.mask_decoder import from_subpixels, to_subpixels
+    from sam2_jax.modeling.mask_decoder import from_subpixels, to_subpixels
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 12, 20, 5)).astype(np.float32)  # (B, 4h, 4w, C) with h = 3, w = 5

@@ -74,7 +74,7 @@ def test_official_keys_cover_the_model(official_tiny):
     """Every tensor of the official model is either mapped or on the explicit video-only list."""
     import torch
 
-    from sam2_jax.checkpoint import convert_state_dict
+    from sam2_jax.checkpoints.key_mapping import convert_state_dict
 
     _, path, _ = official_tiny
     state = {k: v.numpy() for k, v in torch.load(path, weights_only=True)["model"].items()}

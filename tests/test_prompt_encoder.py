@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import rel_l2
 
-from sam2_jax.prompt_encoder import PromptEncoder
+from sam2_jax.modeling.prompt_encoder import PromptEncoder
 
 
 def _torch(small_ref, **kw):

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2_jax.parallel import BatchSegmenter
-from sam2_jax.processor import Sam2Processor
-from sam2_jax.streaming import mask_to_rle, read_png_scores, rle_to_mask, segment_stream
+from sam2_jax.frontends.batch_segmenter import BatchSegmenter
+from sam2_jax.frontends.streaming import mask_to_rle, read_png_scores, rle_to_mask, segment_stream
+from sam2_jax.processing.processor import Sam2Processor
 
 # name -> (height, width, file format, PIL mode); different sizes, lossy and lossless, grey and alpha
 IMAGES = {
@@ -181,8 +181,8 @@ import json, sys, time
 import jax
 jax.config.update("jax_default_matmul_precision", "highest")
 import sam2_jax
-from sam2_jax.parallel import BatchSegmenter
-from sam2_jax.streaming import segment_stream
+from sam2_jax.frontends.batch_segmenter import BatchSegmenter
+from sam2_jax.frontends.streaming import segment_stream
 
 ckpt, images, prompts_file, out = sys.argv[1:]
 model, params = sam2_jax.load(ckpt)

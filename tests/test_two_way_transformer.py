@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from sam2_jax.two_way_transformer import Sam2Attention
+from sam2_jax.modeling.two_way_transformer import Sam2Attention
 
 
 def _numpy_attention(params, query, key, value, heads, mask=None):

@@ -98,12 +98,13 @@ show(image, masks, points=[((500, 375), 1), ((1125, 625), 1)])""",
         ),
         (
             "md",
-            "## Static shapes\nPrompts are padded to a few bucket sizes (`sam2_jax.predictor.PROMPT_BUCKETS`) and the "
-            "padding is masked out of attention, so a new number of clicks reuses the compiled decoder.",
+            "## Static shapes\nPrompts are padded to a few bucket sizes "
+            "(`sam2_jax.frontends.image_predictor.PROMPT_BUCKETS`) and the padding is masked out of attention, "
+            "so a new number of clicks reuses the compiled decoder.",
         ),
         (
             "code",
-            """from sam2_jax.predictor import PROMPT_BUCKETS
+            """from sam2_jax.frontends.image_predictor import PROMPT_BUCKETS
 before = predictor.trace_count
 for n in (2, 3, 4):
     predictor.predict(point_coords=np.full((n, 2), 300.0), point_labels=np.ones(n), multimask_output=False)
@@ -146,7 +147,7 @@ print(len(outputs["masks"]), "masks; scores:", np.round(outputs["scores"][:5], 3
         (
             "md",
             'Compressed output for storage: `output_mode="coco_rle"` gives COCO\'s RLE strings, '
-            "`sam2_jax.amg.rle_to_mask` decodes them.",
+            "`sam2_jax.processing.amg.rle_to_mask` decodes them.",
         ),
         (
             "code",
@@ -156,7 +157,7 @@ print(len(outputs["masks"]), "masks; scores:", np.round(outputs["scores"][:5], 3
 rle_records = rle_generator.generate(np.asarray(image))
 if rle_records:
     seg = rle_records[0]["segmentation"]
-    print(seg["counts"][:40], sam2_jax.amg.rle_to_mask(seg).shape)""",
+    print(seg["counts"][:40], sam2_jax.processing.amg.rle_to_mask(seg).shape)""",
         ),
     ],
     "batched_multi_device.ipynb": [
@@ -179,7 +180,7 @@ print(jax.devices())""",
         (
             "code",
             """import sam2_jax
-from sam2_jax.parallel import BatchSegmenter
+from sam2_jax.frontends.batch_segmenter import BatchSegmenter
 model, params = sam2_jax.load(CHECKPOINT)
 processor = sam2_jax.Sam2Processor(image_size=model.config.prompt_encoder_config.image_size)
 images = [Image.open(f"{EXAMPLES}/{name}.jpg").convert("RGB") for name in ("truck", "groceries", "truck")]
@@ -268,7 +269,7 @@ for key in list(flat)[:5]:
         ("md", "A checkpoint that does not fit the model fails with one error naming every offending key:"),
         (
             "code",
-            """from sam2_jax.checkpoint import CheckpointError
+            """from sam2_jax.checkpoints.key_mapping import CheckpointError
 try:
     sam2_jax.load(out, config="large")
 except CheckpointError as e:

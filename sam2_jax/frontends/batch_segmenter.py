@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .model import Sam2Model
+from ..modeling.sam2_model import Sam2Model
 
 PROMPT_KEYS = ("input_points", "input_labels", "input_boxes", "prompt_mask")
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import MaskDecoderConfig
+from ..config import MaskDecoderConfig
 from .layers import Dtype, FeedForward, LayerNorm, attention, einsum_f32
 
 EPS = 1e-5

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .config import MaskDecoderConfig
+from ..config import MaskDecoderConfig
 from .layers import Dtype, FeedForward, LayerNorm, einsum_f32, gelu
 from .two_way_transformer import TwoWayTransformer, folding_is_cheaper
 

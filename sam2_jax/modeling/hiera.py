@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .config import HieraConfig
+from ..config import HieraConfig
 from .layers import Dtype, FeedForward, LayerNorm, attention, max_pool, resize_bicubic
 
 

@@ -278,7 +278,7 @@ def test_decoder_gradients_match_torch_autograd(tiny_ref, tiny_case):
     import jax
     import torch
 
-    from sam2_jax.checkpoint import convert_state_dict
+    from sam2_jax.checkpoints.key_mapping import convert_state_dict
 
     rng = np.random.default_rng(5)
     points = rng.uniform(0, 1024, (1, 3, 2, 2)).astype(np.float32)

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .config import PromptEncoderConfig
+from ..config import PromptEncoderConfig
 from .layers import Dtype, LayerNorm, gelu
 
 PAD_LABEL = -10  # transformers' padding label: embedding zeroed, token still attends

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import VisionConfig
+from ..config import VisionConfig
 from .hiera import Hiera
 from .layers import Dtype
 

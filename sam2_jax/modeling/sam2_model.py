@@ -30,11 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import Sam2Config
-from .fpn import VisionEncoder, VisionEncoderOutput
+from ..config import Sam2Config
 from .layers import Dtype
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import NOT_A_POINT_LABEL, PositionalEmbedding, PromptEncoder
+from .vision_encoder import VisionEncoder, VisionEncoderOutput
 
 
 @flax.struct.dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .visualize import overlay
+from ..frontends.visualize import overlay
 
 DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
 
@@ -53,7 +53,7 @@ def _save_png(path: Path, array: np.ndarray) -> None:
 
 
 def cmd_segment(args) -> int:
-    from .predictor import Sam2ImagePredictor
+    from ..frontends.image_predictor import Sam2ImagePredictor
 
     image = _load_image(args.image)
     labels = args.label or [1] * len(args.point or [])
@@ -83,7 +83,7 @@ def cmd_segment(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .automatic_mask_generator import Sam2AutomaticMaskGenerator
+    from ..frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
 
     image = _load_image(args.image)
     generator = Sam2AutomaticMaskGenerator.from_pretrained(

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .checkpoint import (
+from ..config import Sam2Config, get_config
+from .key_mapping import (
     CheckpointError,
     check_params,
     convert_state_dict,
@@ -31,7 +32,6 @@ from .checkpoint import (
     infer_config,
     unflatten_params,
 )
-from .config import Sam2Config, get_config
 
 PARAMS_FILE = "flax_params.safetensors"
 CONFIG_FILE = "config.json"
@@ -167,7 +167,7 @@ def load(
 
     ``dtype`` is the computation dtype (float32 or bfloat16); ``param_dtype`` is what the params are stored as.
     """
-    from .model import Sam2Model
+    from ..modeling.sam2_model import Sam2Model
 
     cfg, params = load_params(src, config, cache_dir)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, param_dtype), params)

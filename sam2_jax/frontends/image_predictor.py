@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .model import Sam2Model
-from .processor import Sam2Processor
+from ..modeling.sam2_model import Sam2Model
+from ..processing.processor import Sam2Processor
 
 PROMPT_BUCKETS: tuple[int, ...] = (1, 4, 16, 64, 256, 1024, 4096)  # one compile covers 2-4 clicks, 5-16...
 LOW_RES_CLAMP = 32.0
@@ -86,7 +86,7 @@ class Sam2ImagePredictor:
     @classmethod
     def from_pretrained(cls, src, dtype=jnp.float32, **kwargs) -> Sam2ImagePredictor:
         """Load a checkpoint (any source ``sam2_jax.load`` accepts) and wrap it."""
-        from .io import load
+        from ..checkpoints.loading import load
 
         model, params = load(src, dtype=dtype)
         return cls(model, params, **kwargs)

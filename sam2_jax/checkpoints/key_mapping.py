@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from .config import MODEL_SIZES, Sam2Config
+from ..config import MODEL_SIZES, Sam2Config
 
 __all__ = [
     "CheckpointError",
@@ -257,7 +257,7 @@ def convert_state_dict(state: Mapping[str, np.ndarray], config: Sam2Config, layo
 
 def check_params(params: Mapping[tuple[str, ...], np.ndarray], config: Sam2Config, unexpected=()) -> None:
     """Raise one ``CheckpointError`` listing missing, unexpected and mis-shaped leaves of a flat param dict."""
-    from .model import param_shapes  # deferred: builds the model abstractly
+    from ..modeling.sam2_model import param_shapes  # deferred: builds the model abstractly
 
     expected = flatten_dict(param_shapes(config))
     missing = sorted("/".join(k) for k in expected if k not in params)

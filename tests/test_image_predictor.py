@@ -11,7 +11,7 @@ from conftest import assert_rel_close, rel_l2
 from PIL import Image
 
 import sam2_jax
-from sam2_jax.predictor import PROMPT_BUCKETS, Sam2ImagePredictor, bucket
+from sam2_jax.frontends.image_predictor import PROMPT_BUCKETS, Sam2ImagePredictor, bucket
 
 
 def _image(path, size=None):

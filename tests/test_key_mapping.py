@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sam2_jax import get_config
-from sam2_jax.checkpoint import (
+from sam2_jax.checkpoints.key_mapping import (
     TRANSFORMERS_VIDEO_ONLY,
     CheckpointError,
     convert_state_dict,

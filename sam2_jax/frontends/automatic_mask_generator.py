@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import amg
-from .predictor import Sam2ImagePredictor
+from ..processing import amg
+from .image_predictor import Sam2ImagePredictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 _CHUNK = 8  # masks upsampled at once (bounds memory: 8 x H x W float32)
@@ -166,7 +166,7 @@ class Sam2AutomaticMaskGenerator:
     @classmethod
     def from_pretrained(cls, src, dtype=jnp.float32, **kwargs) -> Sam2AutomaticMaskGenerator:
         """Load a checkpoint (any source ``sam2_jax.load`` accepts) and wrap it; ``kwargs`` as ``__init__``."""
-        from .io import load
+        from ..checkpoints.loading import load
 
         model, params = load(src, dtype=dtype)
         return cls(model, params, **kwargs)
@@ -331,7 +331,7 @@ class Sam2AutomaticMaskGenerator:
         area = self.min_mask_region_area
         if area <= 0:
             return low_res
-        from .components import connected_components
+        from ..processing.components import connected_components
 
         t = self.mask_threshold
         labels, areas = connected_components(low_res <= t)

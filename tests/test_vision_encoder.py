@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from conftest import rel_l2
 
-from sam2_jax.fpn import VisionEncoder, sine_position_encoding
+from sam2_jax.modeling.vision_encoder import VisionEncoder, sine_position_encoding
 
 
 def test_fpn_features_and_position_encodings(small_ref):

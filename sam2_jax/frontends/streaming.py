@@ -60,10 +60,10 @@ from typing import Any
 
 import numpy as np
 
-from . import amg
-from .parallel import BatchSegmenter
-from .predictor import bucket
-from .processor import Sam2Processor, _to_rgb_uint8, upsample_bilinear
+from ..processing import amg
+from ..processing.processor import Sam2Processor, _to_rgb_uint8, upsample_bilinear
+from .batch_segmenter import BatchSegmenter
+from .image_predictor import bucket
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FORMATS = {"png": ".png", "rle": ".json"}

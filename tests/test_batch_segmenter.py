@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import assert_rel_close
 
-from sam2_jax.parallel import BatchSegmenter, param_buffers, params_replicated
+from sam2_jax.frontends.batch_segmenter import BatchSegmenter, param_buffers, params_replicated
 
 
 @pytest.fixture(scope="module")
