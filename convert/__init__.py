@@ -1,1 +1,1 @@
-"""The checkpoint-conversion CLI of sam2-jax: ``python -m convert SRC OUT``."""
+"""``python -m convert SRC OUT``, run from the repository root (not installed): see ``sam2_jax.cli.convert``."""

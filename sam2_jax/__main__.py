@@ -1,4 +1,4 @@
-"""``python -m sam2_jax segment ...``: the same as the ``sam2-jax`` command."""
+"""``python -m sam2_jax segment|generate|convert ...``: the same as the ``sam2-jax`` command."""
 
 import sys
 

@@ -10,7 +10,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-jax.config.update("jax_default_matmul_precision", "highest")
+# No global matmul precision here: the library sets it (Sam2Model(precision="highest")), so tests run as users do.
 
 
 def rel_l2(actual, expected) -> float:
@@ -104,11 +104,11 @@ def official_tiny(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def official_converted(official_tiny, tmp_path_factory):
-    """The official ``.pt`` converted by our CLI into a directory that ``sam2_jax.load`` reads."""
-    from convert.__main__ import main as convert_main
+    """The official ``.pt`` converted by ``sam2-jax convert`` into a directory that ``sam2_jax.load`` reads."""
+    from sam2_jax.cli import main
 
     out = tmp_path_factory.mktemp("conv") / "tiny"
-    assert convert_main([str(official_tiny[1]), str(out)]) == 0  # size inferred from the tensors
+    assert main(["convert", str(official_tiny[1]), str(out)]) == 0  # size inferred from the tensors
     return out
 
 

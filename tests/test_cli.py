@@ -27,7 +27,7 @@ def test_segment_from_a_click(official_converted, tmp_path, capsys):
     np.testing.assert_array_equal(mask == 255, expected[0])
     photo = np.asarray(Image.open(TRUCK_JPG).convert("RGB"))
     assert np.any(overlay[expected[0]] != photo[expected[0]])  # the mask is drawn
-    assert not list(tmp_path.glob(".*tmp"))  # no temporary left behind
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
 
 @pytest.mark.parametrize(
@@ -76,4 +76,4 @@ def test_generate_writes_masks_metadata_and_overlay(small_ref, tmp_path, capsys)
         assert mask.shape == (1200, 1800) and int(mask.sum()) == rec["area"]
     assert np.asarray(Image.open(out / "overlay.png")).shape == (1200, 1800, 3)
     assert f"{len(meta)} masks written" in capsys.readouterr().out
-    assert not list(out.glob(".*tmp"))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left behind

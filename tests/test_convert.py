@@ -1,10 +1,12 @@
-"""The conversion CLI and the loaders: round trips, bad inputs, atomic output, Hub cache, Hub video layout."""
+"""The conversion command (``sam2-jax convert``, ``python -m convert``) and the loaders behind it: round trips,
+bad inputs, atomic output, the Hub's video layout, converted directories that do not fit."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -13,8 +15,21 @@ from conftest import assert_rel_close
 from flax.traverse_util import flatten_dict
 
 import sam2_jax
-from convert.__main__ import main as convert_main
-from sam2_jax.checkpoints.key_mapping import CheckpointError
+from sam2_jax.checkpoints import CheckpointError
+from sam2_jax.cli import main as cli_main
+from sam2_jax.cli.convert import main as convert_main
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY_POINTS = {
+    "sam2-jax convert": lambda argv: cli_main(["convert", *argv]),
+    "python -m convert": convert_main,
+}
+
+
+@pytest.fixture(params=sorted(ENTRY_POINTS))
+def convert(request):
+    """Both command lines, called in-process: ``convert(argv) -> exit code``."""
+    return ENTRY_POINTS[request.param]
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +47,9 @@ def _same_tree(a, b):
         np.testing.assert_array_equal(np.asarray(fa[k]), np.asarray(fb[k]), err_msg="/".join(k))
 
 
-def test_cli_round_trip(small_ref, hf_dir, tmp_path, capsys):
+def test_cli_round_trip(convert, small_ref, hf_dir, tmp_path, capsys):
     out = tmp_path / "converted"
-    assert convert_main([str(hf_dir), str(out)]) == 0
+    assert convert([str(hf_dir), str(out)]) == 0
     assert "[3/3]" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "flax_params.safetensors"]
     model, params = sam2_jax.load(out)
@@ -48,19 +63,19 @@ def test_cli_round_trip(small_ref, hf_dir, tmp_path, capsys):
     )
 
 
-def test_refuses_to_overwrite_and_force_replaces(hf_dir, tmp_path, capsys):
+def test_refuses_to_overwrite_and_force_replaces(convert, hf_dir, tmp_path, capsys):
     out = tmp_path / "converted"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert convert_main([str(hf_dir), str(out)]) == 1
+    assert convert([str(hf_dir), str(out)]) == 1
     assert "exists; pass --force" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
-    assert convert_main([str(hf_dir), str(out), "--force"]) == 0
+    assert convert([str(hf_dir), str(out), "--force"]) == 0
     assert not (out / "keep.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
-def test_bad_inputs_exit_with_one_line(tmp_path, capsys):
+def test_bad_inputs_exit_with_one_line(convert, tmp_path, capsys):
     cases = {}
     cases["missing"] = tmp_path / "nope.safetensors"
     truncated = tmp_path / "trunc" / "model.safetensors"
@@ -93,26 +108,33 @@ def test_bad_inputs_exit_with_one_line(tmp_path, capsys):
     }
     for name, path in cases.items():
         out = tmp_path / f"out_{name}"
-        assert convert_main([str(path), str(out)]) == 1, name
+        assert convert([str(path), str(out)]) == 1, name
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error: ") and expected[name] in err[-1], (name, err)
         assert not out.exists(), f"{name}: output written despite the error"
 
 
-def test_cli_runs_as_module(hf_dir, tmp_path):
-    out = tmp_path / "cli"
-    proc = subprocess.run(
-        [sys.executable, "-m", "convert", str(hf_dir), str(out)], capture_output=True, text=True, check=False
-    )
+def _run(args, cwd):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False, cwd=cwd)
+
+
+def test_command_lines_as_subprocesses(hf_dir, tmp_path):
+    """``python -m convert`` from the repository root, ``python -m sam2_jax convert`` anywhere: same messages."""
+    proc = _run(["-m", "convert", str(hf_dir), str(tmp_path / "cli")], cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    bad = subprocess.run(
-        [sys.executable, "-m", "convert", str(tmp_path / "missing"), str(tmp_path / "o")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    assert (tmp_path / "cli" / "flax_params.safetensors").exists()
+    missing = [str(tmp_path / "missing"), str(tmp_path / "o")]
+    bad = _run(["-m", "convert", *missing], cwd=ROOT)
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert bad.returncode == 1 and len(errors) == 1 and bad.stderr.splitlines()[-1] == errors[0]
+    bad_sub = _run(["-m", "sam2_jax", "convert", *missing], cwd=tmp_path)
+    assert bad_sub.returncode == 1 and bad_sub.stderr.splitlines()[-1] == errors[0]
+
+
+def test_convert_is_not_an_installed_package(tmp_path):
+    """Only ``sam2_jax`` is installed: ``convert`` exists for ``python -m convert`` in the repository root alone."""
+    code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('convert') is not None)"
+    assert _run(["-c", code], cwd=tmp_path).returncode == 0
 
 
 def test_load_sources_agree(small_ref, hf_dir, tmp_path):
@@ -123,24 +145,6 @@ def test_load_sources_agree(small_ref, hf_dir, tmp_path):
     _same_tree(from_file, small_ref.params)
     model, params = sam2_jax.load(hf_dir, param_dtype=jax.numpy.bfloat16)
     assert jax.tree_util.tree_leaves(params)[0].dtype == jax.numpy.bfloat16
-
-
-def test_hub_repo_id_from_offline_cache(hf_dir, tmp_path, monkeypatch):
-    """A repo id resolves through the huggingface_hub cache with the network switched off."""
-    cache = tmp_path / "hub"
-    snap = cache / "models--someone--sam2-small-test" / "snapshots" / ("0" * 40)
-    snap.mkdir(parents=True)
-    for name in ("config.json", "model.safetensors"):
-        (snap / name).write_bytes((hf_dir / name).read_bytes())
-    refs = cache / "models--someone--sam2-small-test" / "refs"
-    refs.mkdir()
-    (refs / "main").write_text("0" * 40)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model, params = sam2_jax.load("someone/sam2-small-test", cache_dir=cache)
-    _, direct = sam2_jax.load_params(hf_dir)
-    _same_tree(params, direct)
-    with pytest.raises(Exception):  # noqa: B017 - not cached and offline: must fail, never reach the network
-        sam2_jax.load("someone/not-cached", cache_dir=cache)
 
 
 def test_hub_video_layout_matches_image_model(small_ref, tmp_path):

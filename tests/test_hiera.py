@@ -64,11 +64,10 @@ def test_every_block_matches_transformers(small_ref):
         )
     backbone = Hiera(small_ref.config.vision_config.backbone_config)
     params = small_ref.params["vision_encoder"]["backbone"]
-    stages, state = backbone.apply({"params": params}, x, mutable=["intermediates"])
-    inter = state["intermediates"]
-    hidden = ref.hidden_states[1:]  # [0] is the patch embedding plus positions
-    for i, expected in enumerate(hidden):
-        err = rel_l2(inter[f"block_{i}"][0], expected.numpy())
-        assert err < 1e-5, f"block {i} is the first to diverge: relative L2 {err:.2e}"
+    stages, hidden = backbone.apply({"params": params}, x)
+    assert len(hidden) == len(ref.hidden_states)  # [0] is the patch embedding plus positions, then every block
+    for i, (ours, expected) in enumerate(zip(hidden, ref.hidden_states, strict=True)):
+        err = rel_l2(ours, expected.numpy())
+        assert err < 1e-5, f"hidden state {i} is the first to diverge: relative L2 {err:.2e}"
     for ours, theirs in zip(stages, ref.intermediate_hidden_states, strict=True):
         assert rel_l2(ours, theirs.numpy()) < 1e-5

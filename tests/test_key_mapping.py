@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from sam2_jax import get_config
 from sam2_jax.checkpoints.key_mapping import (
+    LAYOUTS,
     TRANSFORMERS_VIDEO_ONLY,
     CheckpointError,
     convert_state_dict,
@@ -16,7 +18,7 @@ from sam2_jax.checkpoints.key_mapping import (
     official_to_transformers,
 )
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"  # key<TAB>shape listings of the references
 
 
 def _listing(name: str) -> dict[str, np.ndarray]:
@@ -114,3 +116,13 @@ def test_official_unknown_key():
     state["something_else.weight"] = np.zeros(1, np.float32)
     with pytest.raises(CheckpointError, match="unexpected something_else.weight"):
         official_to_transformers(state)
+
+
+def test_layouts_are_a_registry(monkeypatch):
+    """A layout registered without the unused list (as the video model's will be) sees the video keys."""
+    monkeypatch.setitem(LAYOUTS, "everything", dataclasses.replace(LAYOUTS["transformers"], unused=()))
+    state = _listing("keys_transformers_sam2_video_tiny.tsv")
+    with pytest.raises(CheckpointError, match="memory_attention/layer_norm/scale"):
+        convert_state_dict(state, get_config("tiny"), "everything")
+    with pytest.raises(ValueError, match="unknown checkpoint layout 'nope'"):
+        convert_state_dict(state, get_config("tiny"), "nope")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import jax
 import numpy as np
 import pytest
 from conftest import assert_rel_close
+
+from sam2_jax import Sam2Model
+from sam2_jax.modeling.implementation import PRESETS
 
 TOL = 1e-4
 
@@ -36,6 +42,72 @@ def test_image_embeddings_match(tiny_case):
 def test_pixel_path_one_point(tiny_case):
     _compare(tiny_case["first"], tiny_case["theirs"], "one point from pixels")
     assert tiny_case["first"].pred_masks.shape == (2, 1, 3, 256, 256)
+
+
+def test_reference_implementation_matches_transformers(tiny_ref, tiny_case):
+    """The plain formulation (what the fast paths are tested against) against transformers, pixels to masks."""
+    model = Sam2Model(tiny_ref.config, implementation="reference")
+    points = np.array([[[[500.0, 375.0]]], [[[120.0, 900.0]]]], np.float32)
+    out = jax.jit(lambda p, x, pts: model.apply({"params": p}, x, input_points=pts))(
+        tiny_ref.params, tiny_case["pixels"], points
+    )
+    _compare(out, tiny_case["theirs"], "reference implementation, one point from pixels")
+
+
+def test_vision_hidden_states_match_transformers(small_ref):
+    """``output_hidden_states`` hands back transformers' vision_hidden_states from the same call that answers."""
+    s = small_ref.size
+    x = np.random.default_rng(8).standard_normal((1, s, s, 3)).astype(np.float32)
+    points = np.array([[[[60.0, 100.0]]]], np.float32)
+    ref = small_ref.torch_forward(pixel_values=x, input_points=points, output_hidden_states=True)
+    run = jax.jit(
+        lambda p, x, pts, hidden: small_ref.model.apply(
+            {"params": p}, x, input_points=pts, output_hidden_states=hidden
+        ),
+        static_argnums=3,
+    )
+    out, plain = run(small_ref.params, x, points, True), run(small_ref.params, x, points, False)
+    assert plain.vision_hidden_states is None
+    np.testing.assert_array_equal(out.pred_masks, plain.pred_masks)
+    assert len(out.vision_hidden_states) == len(ref.vision_hidden_states)
+    for i, (ours, theirs) in enumerate(zip(out.vision_hidden_states, ref.vision_hidden_states, strict=True)):
+        assert_rel_close(ours, theirs.numpy(), TOL, f"vision hidden state {i}")
+    _compare(out, ref, "pixels with output_hidden_states")
+    with pytest.raises(ValueError, match="output_hidden_states needs pixel_values"):
+        small_ref.model.apply(
+            {"params": small_ref.params}, image_embeddings=out.image_embeddings, output_hidden_states=True
+        )
+
+
+@pytest.mark.parametrize("implementation", ["fast", "reference"])
+def test_persam_inputs_match_transformers(tiny_ref, tiny_case, implementation):
+    """PerSAM's ``attention_similarity`` (added to the token-to-image logits) and ``target_embedding`` (added
+    to the tokens before every layer) against transformers, two objects, both together and each alone."""
+    import torch
+
+    rng = np.random.default_rng(9)
+    points = np.array([[[[500, 375]], [[650, 750]]]], np.float32)
+    labels = np.ones((1, 2, 1), np.int64)
+    heads, tokens = tiny_ref.config.mask_decoder_config.num_attention_heads, 6 + 2  # output tokens + point + pad
+    similarity = rng.standard_normal((1, 2, heads, tokens, 64 * 64)).astype(np.float32)
+    target = rng.standard_normal((1, 2, 1, 256)).astype(np.float32)
+    emb_ours = tuple(e[:1] for e in tiny_case["ours"])
+    emb_theirs = [e[:1] for e in _embeddings_torch(tiny_case)]
+    model = Sam2Model(tiny_ref.config, implementation=implementation)
+    apply = jax.jit(lambda p, kw: model.apply({"params": p}, image_embeddings=emb_ours, **kw))
+    plain = apply(tiny_ref.params, dict(input_points=points, input_labels=labels))
+    for what, sim, tgt in (("both", similarity, target), ("similarity", similarity, None), ("target", None, target)):
+        kwargs = dict(input_points=points, input_labels=labels, attention_similarity=sim, target_embedding=tgt)
+        ref = tiny_ref.torch_forward(
+            image_embeddings=emb_theirs,
+            input_points=points,
+            input_labels=labels,
+            attention_similarity=None if sim is None else torch.from_numpy(sim.reshape(2, heads, tokens, -1)),
+            target_embedding=None if tgt is None else torch.from_numpy(tgt),
+        )
+        out = apply(tiny_ref.params, {k: v for k, v in kwargs.items() if v is not None})
+        _compare(out, ref, f"PerSAM {what} ({implementation})")
+        assert not np.allclose(out.pred_masks, plain.pred_masks, atol=1e-3)  # the input matters
 
 
 def _embeddings_torch(tiny_case):
@@ -263,8 +335,9 @@ def test_many_objects_decoded_in_chunks(tiny_ref, tiny_case):
     )
     outs = {}
     for chunk in (2, 3, None):
-        model = Sam2Model(tiny_ref.config, prompt_chunk=chunk)
-        assert model.bind({"params": tiny_ref.params}).mask_decoder.prompt_chunk_size() == chunk
+        impl = dataclasses.replace(PRESETS["fast"], prompt_chunk=chunk)
+        model = Sam2Model(tiny_ref.config, implementation=impl)
+        assert model.bind({"params": tiny_ref.params}).mask_decoder.implementation.prompt_chunk == chunk
         outs[chunk] = jax.jit(lambda p, kw, m=model: m.apply({"params": p}, **kw))(tiny_ref.params, kwargs)
     for chunk in (2, 3):
         for name in ("pred_masks", "iou_scores", "object_score_logits"):

@@ -1,2 +1,14 @@
-"""Checkpoints: the key-mapping table per source layout, reading (safetensors, original ``.pt``, the Hub),
-conversion into the Flax param tree and writing converted directories."""
+"""Checkpoints: reading SAM 2 weights from any source and converting them into the Flax param tree.
+
+``key_mapping`` (the tables of source keys -> Flax paths per layout, applied once), ``validation`` (the param
+tree against the model's shapes), ``readers`` (safetensors, original ``.pt``, ``config.json``), ``hub`` (repo ids
+through the huggingface_hub cache), ``converted`` (the converted directory), ``loading`` (``load``,
+``load_params``: any source to params). Every error about a checkpoint's contents is a ``CheckpointError``.
+"""
+
+from .converted import save_converted
+from .errors import CheckpointError
+from .key_mapping import convert_state_dict
+from .loading import load, load_params
+
+__all__ = ["CheckpointError", "convert_state_dict", "load", "load_params", "save_converted"]

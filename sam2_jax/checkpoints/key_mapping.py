@@ -1,47 +1,39 @@
-"""Checkpoint conversion as data: SAM 2 state dicts (NumPy arrays) -> the Flax param tree of ``Sam2Model``.
+"""The key-mapping tables: SAM 2 state-dict keys -> the Flax param tree of ``Sam2Model``, and applying them.
 
-Two source layouts are understood:
+In: a state dict ``{key: np.ndarray}`` of one source layout and a ``Sam2Config``. Out: the nested Flax param
+dict (float32 NumPy), every tensor used once, every leaf filled, every shape checked; otherwise one
+``CheckpointError`` listing all missing, unexpected and mis-shaped keys. This module is the one place for key
+names; reading files is ``readers``' job, checking shapes ``validation``'s.
 
-* transformers (``Sam2Model`` and the Hub's ``Sam2VideoModel`` ``model.safetensors``): ``TRANSFORMERS_RULES``
-  maps every image-model key to a Flax path and a layout transform. The video model's extra keys are skipped
-  only if they are in ``TRANSFORMERS_VIDEO_ONLY``.
-* the original facebookresearch ``.pt`` state dict: ``OFFICIAL_RENAMES`` rewrites its key names to
-  transformers' (``OFFICIAL_MERGES`` stacks the four point embeddings, ``OFFICIAL_COPIES`` sends the one
-  Fourier matrix to both of its destinations), then the transformers table applies. Its video keys are
-  listed in ``OFFICIAL_VIDEO_ONLY``.
+Source layouts (``LAYOUTS``):
 
-``convert_state_dict`` applies a table once and checks the result against the model's abstract param tree
-(``jax.eval_shape`` of ``init``): missing, unexpected and mis-shaped keys are reported together in one
-``CheckpointError``. Only NumPy is needed here; reading ``.pt`` files (torch) lives in ``sam2_jax.io``.
+* ``"transformers"`` (``Sam2Model``, and the Hub's ``Sam2VideoModel`` ``model.safetensors``): ``TRANSFORMERS_RULES``
+  maps every image-model key to a Flax path and a layout transform; the video model's extra keys are skipped
+  only if ``TRANSFORMERS_VIDEO_ONLY`` lists them.
+* ``"official"`` (the facebookresearch ``.pt`` state dict): ``OFFICIAL_RENAMES`` rewrites its key names to
+  transformers' (``OFFICIAL_MERGES`` stacks the four point embeddings, ``OFFICIAL_COPIES`` sends the one Fourier
+  matrix to both of its destinations), then the transformers rules apply. Its video keys are listed in
+  ``OFFICIAL_VIDEO_ONLY``.
+
+Extending (the video model): add its key rules to ``TRANSFORMERS_RULES`` / ``OFFICIAL_RENAMES``. A layout's
+``unused`` list is applied before any rule, so the image layouts keep skipping those keys; register a new
+``Layout`` in ``LAYOUTS`` whose ``unused`` list is empty.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
-from flax.traverse_util import flatten_dict, unflatten_dict
+from flax.traverse_util import unflatten_dict
 
 from ..config import MODEL_SIZES, Sam2Config
+from .errors import CheckpointError
+from .validation import check_params
 
-__all__ = [
-    "CheckpointError",
-    "TRANSFORMERS_RULES",
-    "TRANSFORMERS_VIDEO_ONLY",
-    "OFFICIAL_RENAMES",
-    "OFFICIAL_VIDEO_ONLY",
-    "convert_state_dict",
-    "check_params",
-    "official_to_transformers",
-    "infer_config",
-    "flatten_params",
-    "unflatten_params",
-]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model: lists every offending key at once."""
+Rule = tuple[str, str, Callable[[np.ndarray], np.ndarray]]
 
 
 # ---- layout transforms (torch layout -> Flax layout) ---------------------------------------------------------
@@ -70,7 +62,7 @@ IDENTITY, LINEAR, CONV, DECONV, NCHW = _identity, _linear, _conv, _deconv, _nchw
 # ---- the transformers table: (key regex, Flax path template, transform of the weight) --------------------------
 # Paths use "." like the source; numeric components become Flax list names (``blocks.3`` -> ``blocks_3``).
 # Biases are never transformed. The first matching rule wins, so specific rules come before generic ones.
-TRANSFORMERS_RULES: list[tuple[str, str, Callable[[np.ndarray], np.ndarray]]] = [
+TRANSFORMERS_RULES: list[Rule] = [
     (r"vision_encoder\.backbone\.(pos_embed|pos_embed_window)", r"vision_encoder.backbone.\1", NCHW),
     (r"(vision_encoder\.backbone\.patch_embed\.projection)\.weight", r"\1.kernel", CONV),
     (r"(vision_encoder\.neck\.convs\.\d+)\.weight", r"\1.kernel", CONV),
@@ -177,22 +169,53 @@ OFFICIAL_VIDEO_ONLY: list[str] = [
 ]
 
 
-def _full(pattern: str) -> re.Pattern:
+@dataclass(frozen=True)
+class Layout:
+    """One source layout: the keys it deliberately leaves unused, whether it is renamed, what tells its size."""
+
+    unused: tuple[str, ...]  # full-match patterns of keys the model does not use: an explicit list, never "unknown"
+    patch_embed: str  # the patch-embedding weight: its width picks the model size
+    blocks: str  # group 1 numbers the backbone blocks: their count picks the depth
+    official: bool = False  # renamed by the OFFICIAL_* tables to transformers' names before the rules apply
+
+
+LAYOUTS: dict[str, Layout] = {
+    "transformers": Layout(
+        unused=tuple(TRANSFORMERS_VIDEO_ONLY),
+        patch_embed="vision_encoder.backbone.patch_embed.projection.weight",
+        blocks=r"vision_encoder\.backbone\.blocks\.(\d+)\.",
+    ),
+    "official": Layout(
+        unused=tuple(OFFICIAL_VIDEO_ONLY),
+        patch_embed="image_encoder.trunk.patch_embed.proj.weight",
+        blocks=r"image_encoder\.trunk\.blocks\.(\d+)\.",
+        official=True,
+    ),
+}
+
+
+def _layout(name: str) -> Layout:
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown checkpoint layout {name!r} (known: {', '.join(LAYOUTS)})")
+    return LAYOUTS[name]
+
+
+def _full(pattern: str) -> re.Pattern:  # compiled on use (re caches them), so the tables stay plain data
     return re.compile(rf"^{pattern}$")
 
 
-_T_RULES = [(_full(p), t, f) for p, t, f in TRANSFORMERS_RULES]
-_T_VIDEO = [_full(p) for p in TRANSFORMERS_VIDEO_ONLY]
-_O_RENAMES = [(_full(p), t) for p, t in OFFICIAL_RENAMES]
-_O_VIDEO = [_full(p) for p in OFFICIAL_VIDEO_ONLY]
+def _matches_any(key: str, patterns) -> bool:
+    return any(_full(p).match(key) for p in patterns)
 
 
 def _flax_path(dotted: str) -> tuple[str, ...]:
     return tuple(re.sub(r"\.(\d+)(?=\.|$)", r"_\1", dotted).split("."))
 
 
-def official_to_transformers(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Rename an official SAM 2 state dict to transformers' image-model keys (video keys dropped by list)."""
+def official_to_transformers(
+    state: Mapping[str, np.ndarray], unused: tuple[str, ...] = tuple(OFFICIAL_VIDEO_ONLY)
+) -> dict[str, np.ndarray]:
+    """Rename an official SAM 2 state dict to transformers' keys (keys matching ``unused`` dropped by list)."""
     out: dict[str, np.ndarray] = {}
     unknown: list[str] = []
     merged = {src for srcs in OFFICIAL_MERGES.values() for src in srcs}
@@ -202,16 +225,16 @@ def official_to_transformers(state: Mapping[str, np.ndarray]) -> dict[str, np.nd
         else:
             unknown.extend(f"missing {s}" for s in srcs if s not in state)
     for key, value in state.items():
-        if key in merged or any(p.match(key) for p in _O_VIDEO):
+        if key in merged or _matches_any(key, unused):
             continue
         if key in OFFICIAL_COPIES:
             for dst in OFFICIAL_COPIES[key]:
                 out[dst] = np.asarray(value)
             continue
         name, renamed = key, False
-        for pattern, template in _O_RENAMES:  # applied in order, like a sed script
-            if pattern.match(name):
-                name, renamed = pattern.sub(template, name), True
+        for pattern, template in OFFICIAL_RENAMES:  # applied in order, like a sed script
+            if _full(pattern).match(name):
+                name, renamed = _full(pattern).sub(template, name), True
         if renamed:
             out[name] = np.asarray(value)
         else:
@@ -221,16 +244,16 @@ def official_to_transformers(state: Mapping[str, np.ndarray]) -> dict[str, np.nd
     return out
 
 
-def _map_transformers(state: Mapping[str, np.ndarray]) -> tuple[dict, list[str]]:
+def _map_transformers(state: Mapping[str, np.ndarray], unused: tuple[str, ...]) -> tuple[dict, list[str]]:
     params, unexpected = {}, []
     for key, value in state.items():
-        if any(p.match(key) for p in _T_VIDEO):
+        if _matches_any(key, unused):
             continue
-        for pattern, template, transform in _T_RULES:
-            if pattern.match(key):
+        for pattern, template, transform in TRANSFORMERS_RULES:
+            if _full(pattern).match(key):
                 value = np.asarray(value)
                 value = value if key.endswith(".bias") else transform(value)
-                path = _flax_path(pattern.sub(template, key))
+                path = _flax_path(_full(pattern).sub(template, key))
                 if path in params:
                     unexpected.append(f"{key} (a second tensor for {'/'.join(path)})")
                 params[path] = np.ascontiguousarray(value)
@@ -241,59 +264,29 @@ def _map_transformers(state: Mapping[str, np.ndarray]) -> tuple[dict, list[str]]
 
 
 def convert_state_dict(state: Mapping[str, np.ndarray], config: Sam2Config, layout: str = "transformers") -> dict:
-    """Convert a state dict of ``layout`` ("transformers" or "official") into the nested Flax param dict.
+    """Convert a state dict of ``layout`` (a key of ``LAYOUTS``) into the nested Flax param dict.
 
     Strict: every image-model tensor is used exactly once, every Flax leaf is filled, every shape matches the
     model built from ``config``. Otherwise a ``CheckpointError`` lists all missing, unexpected and mis-shaped keys.
     """
-    if layout == "official":
-        state = official_to_transformers(state)
-    elif layout != "transformers":
-        raise ValueError(f"unknown checkpoint layout {layout!r}")
-    params, unexpected = _map_transformers(state)
+    spec = _layout(layout)
+    unused = spec.unused
+    if spec.official:
+        state, unused = official_to_transformers(state, spec.unused), ()
+    params, unexpected = _map_transformers(state, unused)
     check_params(params, config, unexpected)
     return unflatten_dict({k: v.astype(np.float32) for k, v in params.items()})
 
 
-def check_params(params: Mapping[tuple[str, ...], np.ndarray], config: Sam2Config, unexpected=()) -> None:
-    """Raise one ``CheckpointError`` listing missing, unexpected and mis-shaped leaves of a flat param dict."""
-    from ..modeling.sam2_model import param_shapes  # deferred: builds the model abstractly
-
-    expected = flatten_dict(param_shapes(config))
-    missing = sorted("/".join(k) for k in expected if k not in params)
-    unexpected = list(unexpected) + sorted("/".join(k) for k in params if k not in expected)
-    misshaped = sorted(
-        f"{'/'.join(k)}: checkpoint {tuple(np.shape(params[k]))}, model {tuple(expected[k].shape)}"
-        for k in params
-        if k in expected and tuple(np.shape(params[k])) != tuple(expected[k].shape)
-    )
-    if missing or unexpected or misshaped:
-        parts = []
-        for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if keys:
-                parts.append(f"{len(keys)} {title}:\n    " + "\n    ".join(keys))
-        raise CheckpointError("checkpoint does not match the SAM 2 model:\n  " + "\n  ".join(parts))
-
-
 def infer_config(state: Mapping[str, np.ndarray], layout: str = "transformers") -> Sam2Config:
     """Pick the model size whose backbone width and depth match the tensors."""
-    prefix = "vision_encoder.backbone." if layout == "transformers" else "image_encoder.trunk."
-    patch = prefix + ("patch_embed.projection.weight" if layout == "transformers" else "patch_embed.proj.weight")
-    if patch not in state:
-        raise CheckpointError(f"not a SAM 2 checkpoint: no {patch}")
-    width = np.shape(state[patch])[0]
-    blocks = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))}
+    spec = _layout(layout)
+    if spec.patch_embed not in state:
+        raise CheckpointError(f"not a SAM 2 checkpoint: no {spec.patch_embed}")
+    width = np.shape(state[spec.patch_embed])[0]
+    blocks = {int(m.group(1)) for k in state if (m := re.match(spec.blocks, k))}
     for cfg in MODEL_SIZES.values():
         hc = cfg.vision_config.backbone_config
         if hc.hidden_size == width and sum(hc.blocks_per_stage) == len(blocks):
             return cfg
     raise CheckpointError(f"no SAM 2 size has a {width}-wide, {len(blocks)}-block backbone; pass the size explicitly")
-
-
-def flatten_params(params: Mapping) -> dict[str, np.ndarray]:
-    """Nested param dict -> {"a/b/c": array}, the on-disk form."""
-    return {"/".join(k): np.asarray(v) for k, v in flatten_dict(params).items()}
-
-
-def unflatten_params(flat: Mapping[str, np.ndarray]) -> dict:
-    return unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})

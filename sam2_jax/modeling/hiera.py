@@ -1,14 +1,16 @@
 """Hiera, the hierarchical image backbone of SAM 2 (Ryali et al. 2023, as used by Ravi et al. 2024).
 
 In:  pixel values (B, H, W, 3), normalised, H = W = ``image_size`` (1024).
-Out: the output of every stage, highest resolution first, channels-last:
-     (B, H/4, W/4, C0), (B, H/8, W/8, C1), (B, H/16, W/16, C2), (B, H/32, W/32, C3).
+Out: (stages, hidden_states): the output of every stage, highest resolution first, channels-last:
+     (B, H/4, W/4, C0), (B, H/8, W/8, C1), (B, H/16, W/16, C2), (B, H/32, W/32, C3); and transformers'
+     ``hidden_states`` of ``output_hidden_states=True``: the embedded patches (plus positions), then the output
+     of every block. Under jit the ones nobody returns cost nothing.
 
 A 7x7 stride-4 patch embedding, plus a positional embedding made of a bicubically resized background
 embedding and a tiled per-window embedding, feeds a stack of multi-scale blocks. Each block is pre-norm
 windowed (or global) attention plus an MLP. The first block of stages 2-4 widens the channels and max-pools
 its queries 2x2, so each stage halves the resolution. Padded window tokens are not masked (as in the
-reference). Every block's output is sown under ``intermediates`` as ``block_{i}`` for layer-wise parity checks.
+reference). Global blocks attend in query chunks when ``global_attention="chunked"`` (see ``implementation``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from ..config import HieraConfig
-from .layers import Dtype, FeedForward, LayerNorm, attention, max_pool, resize_bicubic
+from .attention import attention
+from .implementation import Implementation
+from .layers import Dtype, FeedForward, LayerNorm, max_pool, resize_bicubic
 
 
 def window_partition(x: jax.Array, window: int) -> tuple[jax.Array, tuple[int, int]]:
@@ -47,6 +51,7 @@ class MultiScaleAttention(nn.Module):
     num_heads: int
     query_stride: tuple[int, int] | None = None
     dtype: Dtype = jnp.float32
+    chunk: int | None = None  # queries per chunk for long sequences; None: in one piece
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -60,7 +65,7 @@ class MultiScaleAttention(nn.Module):
             h, w = q.shape[1:3]
             q = q.reshape(n, h * w, self.num_heads, head_dim)
         q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # (N, heads, tokens, head_dim)
-        out = attention(q, k, v, head_dim**-0.5).transpose(0, 2, 1, 3).reshape(n, h, w, self.dim_out)
+        out = attention(q, k, v, head_dim**-0.5, chunk=self.chunk).transpose(0, 2, 1, 3).reshape(n, h, w, self.dim_out)
         return nn.Dense(self.dim_out, dtype=self.dtype, name="proj")(out)
 
 
@@ -75,6 +80,7 @@ class MultiScaleBlock(nn.Module):
     mlp_ratio: float
     epsilon: float
     dtype: Dtype = jnp.float32
+    chunk: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -89,7 +95,7 @@ class MultiScaleBlock(nn.Module):
         h, w = x.shape[1:3]
         if window > 0:
             x, padded_hw = window_partition(x, window)
-        x = MultiScaleAttention(self.dim_out, self.num_heads, self.query_stride, self.dtype, name="attn")(x)
+        x = MultiScaleAttention(self.dim_out, self.num_heads, self.query_stride, self.dtype, self.chunk, name="attn")(x)
         if self.query_stride:
             window = self.window_size // self.query_stride[0]
             h, w = shortcut.shape[1:3]
@@ -122,6 +128,7 @@ class Hiera(nn.Module):
 
     config: HieraConfig
     dtype: Dtype = jnp.float32
+    implementation: Implementation = Implementation()
 
     def block_specs(self) -> list[dict]:
         """Static description of every block: widths, heads, window size and query stride."""
@@ -154,18 +161,24 @@ class Hiera(nn.Module):
         return pos
 
     @nn.compact
-    def __call__(self, pixel_values: jax.Array) -> tuple[jax.Array, ...]:
-        c = self.config
+    def __call__(self, pixel_values: jax.Array) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+        c, impl = self.config, self.implementation
+        chunk = impl.attention_chunk if impl.global_attention == "chunked" else None
         x = PatchEmbeddings(c, self.dtype, name="patch_embed")(pixel_values.astype(self.dtype))
         x = (x.astype(jnp.float32) + self._pos_embed(x.shape[1:3])).astype(self.dtype)
         stage_ends = set(int(sum(c.blocks_per_stage[: s + 1])) - 1 for s in range(len(c.blocks_per_stage)))
-        outputs = []
+        outputs, hidden_states = [], [x]
         for i, spec in enumerate(self.block_specs()):
             block = MultiScaleBlock(
-                **spec, mlp_ratio=c.mlp_ratio, epsilon=c.layer_norm_eps, dtype=self.dtype, name=f"blocks_{i}"
+                **spec,
+                mlp_ratio=c.mlp_ratio,
+                epsilon=c.layer_norm_eps,
+                dtype=self.dtype,
+                chunk=chunk,
+                name=f"blocks_{i}",
             )
             x = block(x)
-            self.sow("intermediates", f"block_{i}", x)
+            hidden_states.append(x)
             if i in stage_ends:
                 outputs.append(x)
-        return tuple(outputs)
+        return tuple(outputs), tuple(hidden_states)

@@ -1,5 +1,6 @@
 """Small building blocks shared by the SAM 2 modules: exact GELU, LayerNorm at parity precision, the MLP
-used by Hiera and the mask decoder heads, max pooling, and torch-compatible bicubic resizing.
+used by Hiera and the mask decoder heads, max pooling, and torch-compatible bicubic resizing (attention lives in
+``attention.py``).
 
 Everything is channels-last. ``dtype`` is the computation dtype; parameters stay in ``param_dtype``.
 LayerNorm statistics are always accumulated in float32.
@@ -75,53 +76,6 @@ def max_pool(x: jax.Array, stride: tuple[int, int]) -> jax.Array:
     (sh, sw), (b, h, w, c) = stride, x.shape
     x = x[:, : h // sh * sh, : w // sw * sw]
     return x.reshape(b, h // sh, sh, w // sw, sw, c).max(axis=(2, 4))
-
-
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, scale: float, mask: jax.Array | None = None) -> jax.Array:
-    """Softmax attention over (..., heads, tokens, head_dim); logits and softmax in float32.
-
-    ``mask`` (broadcastable to (..., heads, q_tokens, k_tokens)), True where a key may be attended to.
-    Long sequences (global Hiera blocks: 4096 x 4096) are processed in query chunks so that each chunk's
-    logits stay in cache; the softmax is normalised after the value product (same result, one pass fewer).
-    """
-    q = q * jnp.asarray(scale, q.dtype)
-    n_q, n_k = q.shape[-2], k.shape[-2]
-    if mask is None and n_q >= 2 * _Q_CHUNK and n_k >= 2 * _Q_CHUNK and n_q % _Q_CHUNK == 0:
-        chunks = jnp.moveaxis(q.reshape(*q.shape[:-2], n_q // _Q_CHUNK, _Q_CHUNK, q.shape[-1]), -3, 0)
-        out = jax.lax.map(lambda qc: _softmax_attention(qc, k, v, None), chunks)
-        return jnp.moveaxis(out, 0, -3).reshape(*q.shape[:-1], v.shape[-1])
-    return _softmax_attention(q, k, v, mask)
-
-
-_Q_CHUNK = 256
-
-
-def einsum_f32(equation: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    """Two-operand einsum with a float32 result (float32 accumulation for bfloat16 operands).
-
-    Accelerators multiply bf16 x bf16 into f32 natively. XLA:CPU's fallback dot kernel has no such mixed form
-    (it raises "Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32" on CPUs where no library
-    fusion takes the dot), so on CPU the operands are upcast instead: same result, computed in f32.
-    """
-    if a.dtype == jnp.float32 and b.dtype == jnp.float32:
-        return jnp.einsum(equation, a, b, preferred_element_type=jnp.float32)
-    return jax.lax.platform_dependent(
-        a,
-        b,
-        cpu=lambda x, y: jnp.einsum(equation, x.astype(jnp.float32), y.astype(jnp.float32)),
-        default=lambda x, y: jnp.einsum(equation, x, y, preferred_element_type=jnp.float32),
-    )
-
-
-def _softmax_attention(q, k, v, mask):
-    logits = einsum_f32("...qd,...kd->...qk", q, k)
-    if mask is not None:
-        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    logits = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-    weights = jnp.exp(logits)
-    denom = jnp.sum(weights, axis=-1, keepdims=True)
-    out = einsum_f32("...qk,...kd->...qd", weights.astype(v.dtype), v)
-    return (out / denom).astype(v.dtype)
 
 
 @functools.lru_cache(maxsize=32)

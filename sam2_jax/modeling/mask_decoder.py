@@ -8,9 +8,10 @@ In:
   high_resolution_features: feat_s0 (B, 256, 256, C/8) and feat_s1 (B, 128, 128, C/4), already projected
                      by ``conv_s0`` / ``conv_s1`` (done once per image, see ``project_high_resolution``)
   token_mask         (B, P, T) bool or None: False for bucket-padding prompt tokens (masked out of attention)
-  prompt_chunk       (module field) prompts decoded at a time in a ``scan``; "auto": 1 on CPU, where each
-                     prompt's ~16 MB of activations then stays in cache (about 1.5x faster for many prompts),
-                     and all at once on accelerators; None: all at once. The answer does not depend on it.
+  attention_similarity, target_embedding: PerSAM's inputs, see ``two_way_transformer``
+  implementation     (module field) an ``Implementation``: reassociated cross-attention, subpixel upscaling,
+                     prompts in a ``scan`` of ``prompt_chunk``, layer 0's image side computed once. The answer
+                     does not depend on it (up to float32 rounding).
 Out:
   masks (B, P, M, 256, 256) logits, iou_scores (B, P, M), object_score_logits (B, P, 1), with M = 3 when
   ``multimask_output`` and M = 1 otherwise. A single mask is the stability-checked one: if mask 0's
@@ -25,14 +26,16 @@ import jax
 import jax.numpy as jnp
 
 from ..config import MaskDecoderConfig
-from .layers import Dtype, FeedForward, LayerNorm, einsum_f32, gelu
-from .two_way_transformer import TwoWayTransformer, folding_is_cheaper
+from .attention import einsum_f32, folding_is_cheaper
+from .implementation import Implementation
+from .layers import Dtype, FeedForward, LayerNorm, gelu
+from .two_way_transformer import TwoWayTransformer
 
 
 class ConvTranspose2x2(nn.Module):
     """Transposed convolution with kernel 2 and stride 2 (no overlap), kernel stored (2, 2, in, out).
 
-    ``__call__`` maps (B, H, W, in) to the (B, 2H, 2W, out) image. ``subpixel`` gives the same numbers as
+    ``__call__`` maps (..., H, W, in) to the (..., 2H, 2W, out) image. ``subpixel`` gives the same numbers as
     (..., 2, 2, out) per input pixel (indexed by the output pixel's row and column offset), so that two
     upscalings in a row can be chained without interleaving the pixels in between.
     """
@@ -49,9 +52,11 @@ class ConvTranspose2x2(nn.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, h, w, _ = x.shape
-        y = self.subpixel(x).transpose(0, 1, 3, 2, 4, 5)  # (B, H, u, W, v, out)
-        return y.reshape(b, 2 * h, 2 * w, self.features)
+        *lead, h, w, _ = x.shape
+        n = len(lead)
+        y = self.subpixel(x)  # (..., H, W, u, v, out) -> (..., H, u, W, v, out)
+        y = y.transpose(*range(n), n, n + 2, n + 1, n + 3, n + 4)
+        return y.reshape(*lead, 2 * h, 2 * w, self.features)
 
 
 def to_subpixels(x: jax.Array, levels: int) -> jax.Array:
@@ -86,7 +91,7 @@ class MaskDecoder(nn.Module):
 
     config: MaskDecoderConfig
     dtype: Dtype = jnp.float32
-    prompt_chunk: int | str | None = "auto"
+    implementation: Implementation = Implementation()
 
     def setup(self):
         c = self.config
@@ -94,7 +99,8 @@ class MaskDecoder(nn.Module):
         self.iou_token = nn.Embed(1, c.hidden_size)
         self.mask_tokens = nn.Embed(n_tokens, c.hidden_size)
         self.obj_score_token = nn.Embed(1, c.hidden_size)
-        self.transformer = TwoWayTransformer(c, self.dtype)
+        reassociate = self.implementation.cross_attention == "reassociated"
+        self.transformer = TwoWayTransformer(c, self.dtype, reassociate)
         self.upscale_conv1 = ConvTranspose2x2(c.hidden_size // 4, self.dtype)
         self.upscale_layer_norm = LayerNorm(1e-6, self.dtype)
         self.upscale_conv2 = ConvTranspose2x2(c.hidden_size // 8, self.dtype)
@@ -122,7 +128,10 @@ class MaskDecoder(nn.Module):
         high_resolution_features: tuple[jax.Array, jax.Array],
         multimask_output: bool = True,
         token_mask: jax.Array | None = None,
+        attention_similarity: jax.Array | None = None,
+        target_embedding: jax.Array | None = None,
     ):
+        c, impl = self.config, self.implementation
         b, h, w, ch = image_embeddings.shape
         p = sparse_embeddings.shape[1]
         output_tokens = jnp.concatenate(
@@ -136,72 +145,84 @@ class MaskDecoder(nn.Module):
         src = image_embeddings[:, None].astype(self.dtype) + dense_embeddings.astype(self.dtype)
         src = src.reshape(b, src.shape[1], h * w, ch)  # prompt axis stays 1 unless masks are per prompt
         pe = image_pe.reshape(1, 1, h * w, ch)
-        # the upscaling works in the subpixel layout, see ``_decode``: permute the high-resolution features to
-        # match once per call; only the final masks are interleaved back
         feat_s0, feat_s1 = high_resolution_features
-        shared = (pe, to_subpixels(feat_s0, 2)[:, None], to_subpixels(feat_s1, 1)[:, None])
+        if impl.upscaling == "subpixel":  # permuted to the subpixel layout once per call, see ``_upscale``
+            feat_s0, feat_s1 = to_subpixels(feat_s0, 2), to_subpixels(feat_s1, 1)
+        shared = (pe, feat_s0[:, None], feat_s1[:, None])
         # layer 0's projections of a shared image side, once for all prompts, when they serve enough prompts that
         # computing them beats the reassociated per-prompt order (``Sam2Attention``'s own test)
-        c = self.config
         shared_src = src.shape[1] == 1
         internal = c.hidden_size // c.attention_downsample_rate
-        hoist = shared_src and not folding_is_cheaper(p, c.num_attention_heads, tokens.shape[2], 1, internal)
+        hoist = (
+            impl.hoist_image_side
+            and shared_src
+            and attention_similarity is None
+            and not folding_is_cheaper(p, c.num_attention_heads, tokens.shape[2], 1, internal)
+        )
         initializing = self.is_initializing()
         image_side = self.transformer.image_side(src, pe) if hoist and not initializing else None
-        chunk = self.prompt_chunk_size()
-        if chunk is None or p <= chunk or initializing or self.is_mutable_collection("intermediates"):
-            return self._decode(tokens, token_mask, src, *shared, image_side, (h, w), multimask_output)
+        per_prompt = (tokens, token_mask, None if shared_src else src, attention_similarity, target_embedding)
+        chunk = impl.prompt_chunk
+        if chunk is None or p <= chunk or initializing:
+            return self._decode(per_prompt, src, shared, image_side, (h, w), multimask_output)
 
         # chunks of prompts in a loop: on CPU their activations (~16 MB per prompt) then stay in cache
         n = -(-p // chunk)
 
         def split(x):  # (B, P, ...) -> (n, B, chunk, ...), the last chunk padded with copies of the last prompt
+            if x is None:
+                return None
+            x = jnp.broadcast_to(x, (b, p, *x.shape[2:])) if x.ndim >= 2 else x
             x = jnp.pad(x, [(0, 0), (0, n * chunk - p)] + [(0, 0)] * (x.ndim - 2), mode="edge")
             return x.reshape(b, n, chunk, *x.shape[2:]).swapaxes(0, 1)
 
-        xs = (split(tokens), None if token_mask is None else split(token_mask), None if shared_src else split(src))
-
         def step(module, carry, xs, src, shared, image_side):
-            t, m, s = xs
-            return carry, module._decode(t, m, src if s is None else s, *shared, image_side, (h, w), multimask_output)
+            return carry, module._decode(xs, src, shared, image_side, (h, w), multimask_output)
 
         scan = nn.scan(
             step,
             variable_broadcast="params",
+            variable_axes={"intermediates": 0},  # sown per chunk: (chunks, B, chunk, ...)
             split_rngs={"params": False},
             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
         )
-        _, outs = scan(self, None, xs, src if shared_src else None, shared, image_side)
+        xs = tuple(split(x) for x in per_prompt)
+        _, outs = scan(self, None, xs, src, shared, image_side)
         return tuple(x.swapaxes(0, 1).reshape(b, n * chunk, *x.shape[3:])[:, :p] for x in outs)
 
-    def prompt_chunk_size(self) -> int | None:
-        """Prompts decoded at a time: ``prompt_chunk``, where "auto" is 1 on CPU and all of them elsewhere."""
-        if self.prompt_chunk == "auto":
-            return 1 if jax.default_backend() == "cpu" else None
-        return self.prompt_chunk
-
-    def _decode(self, tokens, token_mask, src, pe, s0, s1, image_side, hw, multimask_output):
+    def _decode(self, per_prompt, src, shared, image_side, hw, multimask_output):
         """Two-way transformer, upscaling and heads for (B, P) prompts: (masks, iou_pred, object_score_logits)."""
         c = self.config
-        h, w = hw
-        queries, keys = self.transformer(tokens, src, pe, token_mask, image_side)
-
-        iou_token_out = queries[:, :, 1]
-        mask_tokens_out = queries[:, :, 2 : 2 + c.num_multimask_outputs + 1]
-
-        # upscaling in the subpixel layout: (B, P, HW, 2, 2, C/4), then (B, P, HW, 2, 2, 2, 2, C/8)
-        x = gelu(self.upscale_layer_norm(self.upscale_conv1.subpixel(keys) + s1.astype(self.dtype)))
-        x = gelu(self.upscale_conv2.subpixel(x) + s0.astype(self.dtype))
-
-        hyper_in = jnp.stack(
-            [mlp(mask_tokens_out[:, :, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], axis=2
+        tokens, token_mask, own_src, attention_similarity, target_embedding = per_prompt
+        pe, s0, s1 = shared
+        queries, keys = self.transformer(
+            tokens,
+            src if own_src is None else own_src,
+            pe,
+            token_mask,
+            image_side,
+            attention_similarity,
+            target_embedding,
         )
-        iou_pred = self.iou_prediction_head(iou_token_out.astype(jnp.float32))
+        hyper_in = jnp.stack(
+            [mlp(queries[:, :, 2 + i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], axis=2
+        )
+        iou_pred = self.iou_prediction_head(queries[:, :, 1].astype(jnp.float32))
         object_score_logits = self.pred_obj_score_head(queries[:, :, 0].astype(jnp.float32))
         dynamic = not multimask_output and c.dynamic_multimask_via_stability
         keep = slice(1, None) if multimask_output else slice(None) if dynamic else slice(0, 1)
-        hyper_in, iou_pred = hyper_in[:, :, keep], iou_pred[:, :, keep]  # only the masks that can be returned
-        masks = from_subpixels(einsum_f32("bpnuvstc,bpmc->bpnuvstm", x, hyper_in), h, w)
+        if self.implementation.upscaling == "subpixel":
+            # (B, P, HW, 2, 2, C/4), then (B, P, HW, 2, 2, 2, 2, C/8); only the masks that can be returned
+            x = gelu(self.upscale_layer_norm(self.upscale_conv1.subpixel(keys) + s1.astype(self.dtype)))
+            x = gelu(self.upscale_conv2.subpixel(x) + s0.astype(self.dtype))
+            hyper_in, iou_pred = hyper_in[:, :, keep], iou_pred[:, :, keep]
+            masks = from_subpixels(einsum_f32("bpnuvstc,bpmc->bpnuvstm", x, hyper_in), *hw)
+        else:  # transformers' order: upscale the image, all mask tokens, then select
+            x = keys.reshape(*keys.shape[:2], *hw, keys.shape[-1])
+            x = gelu(self.upscale_layer_norm(self.upscale_conv1(x) + s1.astype(self.dtype)))
+            x = gelu(self.upscale_conv2(x) + s0.astype(self.dtype))
+            masks = einsum_f32("bphwc,bpmc->bpmhw", x, hyper_in)
+            masks, iou_pred = masks[:, :, keep], iou_pred[:, :, keep]
         if dynamic:
             masks, iou_pred = self._dynamic_multimask_via_stability(masks, iou_pred)
         return masks, iou_pred, object_score_logits

@@ -16,13 +16,25 @@ In:
                     keeps no sparse token (the official predictor's mask-only prompt)
   image_positional_embeddings  (1, 64, 64, C) or None: ``get_image_wide_positional_embeddings()``, which
                     depends on the params only; a predictor computes it once instead of per call
+  attention_similarity  broadcastable to (B, P, heads, T, 64 * 64) or None, T = 6 output tokens + sparse prompt
+                    tokens: added to the logits of the decoder's token-to-image attention (PerSAM)
+  target_embedding  broadcastable to (B, P, T, C) or None: added to the decoder's tokens before each layer (PerSAM)
+  output_hidden_states  static bool: also return the Hiera hidden states (needs ``pixel_values``)
 Out: ``Sam2ImageSegmentationOutput`` with iou_scores (B, P, M), pred_masks (B, P, M, 256, 256) low-resolution
-  logits, object_score_logits (B, P, 1), image_embeddings (the tuple above).
+  logits, object_score_logits (B, P, 1), image_embeddings (the tuple above), vision_hidden_states (None, or as
+  transformers' with ``output_hidden_states``: the embedded patches, then every Hiera block, each (B, h, w, C_i)).
+
+Module fields: ``dtype`` (computation dtype; params stay float32), ``implementation`` (the evaluation order of
+each fast path: "auto", "reference", "fast" or an ``Implementation``, see ``implementation.py``) and
+``precision`` (the matmul precision of every product, "highest" by default: GPUs and TPUs otherwise run float32
+matmuls in TF32 / bf16 passes; pass "default" or "high" to trade accuracy for speed there).
 
 Params are a plain pytree: ``model.apply({"params": params}, ...)``; see ``init_params``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import flax.struct
@@ -31,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import Sam2Config
+from .implementation import Implementation, resolve
 from .layers import Dtype
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import NOT_A_POINT_LABEL, PositionalEmbedding, PromptEncoder
@@ -43,6 +56,20 @@ class Sam2ImageSegmentationOutput:
     pred_masks: jax.Array  # (B, P, M, 256, 256) low-resolution mask logits
     object_score_logits: jax.Array  # (B, P, 1)
     image_embeddings: tuple[jax.Array, ...]  # (B, 256, 256, 32), (B, 128, 128, 64), (B, 64, 64, 256)
+    vision_hidden_states: tuple[jax.Array, ...] | None = None  # every Hiera block, with output_hidden_states
+
+
+def _with_precision(method):
+    """Run a model method under the model's matmul precision (it takes effect while tracing)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.precision is None:
+            return method(self, *args, **kwargs)
+        with jax.default_matmul_precision(self.precision):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _check_rank(name: str, x, rank: int, layout: str):
@@ -53,22 +80,26 @@ def _check_rank(name: str, x, rank: int, layout: str):
 class Sam2Model(nn.Module):
     config: Sam2Config
     dtype: Dtype = jnp.float32
-    prompt_chunk: int | str | None = "auto"  # prompts decoded at a time, see ``MaskDecoder``
+    implementation: Implementation | str = "auto"
+    precision: str | None = "highest"
 
     def setup(self):
         c = self.config
+        impl = resolve(self.implementation)
         self.shared_image_embedding = PositionalEmbedding(c.prompt_encoder_config.hidden_size // 2)
-        self.vision_encoder = VisionEncoder(c.vision_config, self.dtype)
+        self.vision_encoder = VisionEncoder(c.vision_config, self.dtype, impl)
         self.prompt_encoder = PromptEncoder(c.prompt_encoder_config, self.dtype)
-        self.mask_decoder = MaskDecoder(c.mask_decoder_config, self.dtype, self.prompt_chunk)
+        self.mask_decoder = MaskDecoder(c.mask_decoder_config, self.dtype, impl)
         self.no_memory_embedding = self.param(
             "no_memory_embedding", nn.initializers.zeros, (1, 1, c.vision_config.fpn_hidden_size)
         )
 
+    @_with_precision
     def get_image_wide_positional_embeddings(self) -> jax.Array:
         """(1, 64, 64, C) positional encoding of the embedding grid at cell centres."""
         return self.shared_image_embedding.grid(self.config.prompt_encoder_config.image_embedding_size)[None]
 
+    @_with_precision
     def get_image_features(self, pixel_values: jax.Array) -> VisionEncoderOutput:
         """Vision encoder output with the two high-resolution levels projected by ``conv_s0`` / ``conv_s1``."""
         _check_rank("pixel_values", pixel_values, 4, "(B, H, W, 3)")
@@ -82,9 +113,13 @@ class Sam2Model(nn.Module):
 
     def get_image_embeddings(self, pixel_values: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """(feat_s0, feat_s1, image_embedding): everything the decoder needs from an image, computed once."""
-        feat_s0, feat_s1, embed = self.get_image_features(pixel_values).fpn_hidden_states
+        return self._embeddings(self.get_image_features(pixel_values))
+
+    def _embeddings(self, features: VisionEncoderOutput) -> tuple[jax.Array, jax.Array, jax.Array]:
+        feat_s0, feat_s1, embed = features.fpn_hidden_states
         return feat_s0, feat_s1, embed + self.no_memory_embedding.astype(embed.dtype)
 
+    @_with_precision
     def __call__(
         self,
         pixel_values: jax.Array | None = None,
@@ -96,6 +131,9 @@ class Sam2Model(nn.Module):
         multimask_output: bool = True,
         prompt_mask: jax.Array | None = None,
         image_positional_embeddings: jax.Array | None = None,
+        attention_similarity: jax.Array | None = None,
+        target_embedding: jax.Array | None = None,
+        output_hidden_states: bool = False,
     ) -> Sam2ImageSegmentationOutput:
         if (pixel_values is None) == (image_embeddings is None):
             raise ValueError("Exactly one of pixel_values or image_embeddings must be provided.")
@@ -118,8 +156,16 @@ class Sam2Model(nn.Module):
         if prompt_mask is not None and (input_points is None or prompt_mask.shape != input_points.shape[:3]):
             raise ValueError("prompt_mask must have the shape of input_labels (batch, objects, points)")
 
+        if output_hidden_states and pixel_values is None:
+            raise ValueError("output_hidden_states needs pixel_values: image_embeddings carry no vision hidden states")
+        _check_rank("attention_similarity", attention_similarity, 5, "(batch, objects, heads, tokens, 64 * 64)")
+        _check_rank("target_embedding", target_embedding, 4, "(batch, objects, tokens, hidden_size)")
+
+        hidden_states = None
         if pixel_values is not None:
-            image_embeddings = self.get_image_embeddings(pixel_values)
+            features = self.get_image_features(pixel_values)
+            image_embeddings = self._embeddings(features)
+            hidden_states = features.hidden_states if output_hidden_states else None
         image_embeddings = tuple(image_embeddings)
         batch = image_embeddings[-1].shape[0]
 
@@ -159,12 +205,15 @@ class Sam2Model(nn.Module):
             image_embeddings[:-1],
             multimask_output=multimask_output,
             token_mask=token_mask,
+            attention_similarity=attention_similarity,
+            target_embedding=target_embedding,
         )
         return Sam2ImageSegmentationOutput(
             iou_scores=iou_scores.astype(jnp.float32),
             pred_masks=masks.astype(jnp.float32),
             object_score_logits=object_score_logits.astype(jnp.float32),
             image_embeddings=image_embeddings,
+            vision_hidden_states=hidden_states,
         )
 
     def init_all(self):
@@ -184,7 +233,7 @@ class Sam2Model(nn.Module):
 def init_params(config: Sam2Config, rng: jax.Array | None = None, dtype: Dtype = jnp.float32):
     """Randomly initialised params of the full model (use ``param_shapes`` for shapes only)."""
     rng = jax.random.PRNGKey(0) if rng is None else rng
-    return Sam2Model(config, dtype).init(rng, method=Sam2Model.init_all)["params"]
+    return Sam2Model(config, dtype, "reference").init(rng, method=Sam2Model.init_all)["params"]
 
 
 def param_shapes(config: Sam2Config):

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..config import VisionConfig
 from .hiera import Hiera
+from .implementation import Implementation
 from .layers import Dtype
 
 
@@ -83,6 +84,7 @@ class VisionEncoderOutput:
     fpn_hidden_states: tuple[jax.Array, ...]  # highest resolution first
     fpn_position_encoding: tuple[jax.Array, ...]  # same shapes as fpn_hidden_states
     intermediate_hidden_states: tuple[jax.Array, ...]  # every Hiera stage output
+    hidden_states: tuple[jax.Array, ...]  # embedded patches, then every Hiera block (transformers' hidden_states)
 
 
 class VisionEncoder(nn.Module):
@@ -90,10 +92,12 @@ class VisionEncoder(nn.Module):
 
     config: VisionConfig
     dtype: Dtype = jnp.float32
+    implementation: Implementation = Implementation()
 
     @nn.compact
     def __call__(self, pixel_values: jax.Array) -> VisionEncoderOutput:
-        stages = Hiera(self.config.backbone_config, self.dtype, name="backbone")(pixel_values)
+        backbone = Hiera(self.config.backbone_config, self.dtype, self.implementation, name="backbone")
+        stages, hidden_states = backbone(pixel_values)
         fpn, pos = VisionNeck(self.config, self.dtype, name="neck")(stages)
         k = self.config.num_feature_levels
         return VisionEncoderOutput(
@@ -101,4 +105,5 @@ class VisionEncoder(nn.Module):
             fpn_hidden_states=tuple(fpn[-k:][::-1]),
             fpn_position_encoding=tuple(pos[-k:][::-1]),
             intermediate_hidden_states=stages,
+            hidden_states=hidden_states,
         )

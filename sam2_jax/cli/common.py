@@ -1,0 +1,56 @@
+"""What the ``sam2-jax`` commands share: argument types, the ``--model`` option, reading an image, writing PNGs.
+
+PNGs (and any other output file) are written through ``sam2_jax.utils.atomic.atomic_write``: a file exists
+only once it is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..utils.atomic import atomic_write
+
+DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
+
+
+def floats(n: int, what: str):
+    """An argparse type: ``n`` comma-separated numbers (``--point 500,375``)."""
+
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            values = []
+        if len(values) != n:
+            raise argparse.ArgumentTypeError(f"{what} must be {n} comma-separated numbers, got {text!r}")
+        return values
+
+    return parse
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint or Hub id (default {DEFAULT_MODEL})")
+
+
+def load_image(path: str) -> np.ndarray:
+    """An RGB uint8 array; an unreadable file exits with ``error: cannot read image ...``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: cannot read image {path}: {e}") from None
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``array`` as a PNG atomically, creating the parent directory."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))

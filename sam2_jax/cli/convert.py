@@ -1,0 +1,71 @@
+"""``sam2-jax convert SRC OUT [--size SIZE] [--force]`` (also ``python -m convert`` from the repository root).
+
+Converts a SAM 2 checkpoint into a sam2-jax directory that loads without torch. SRC: a transformers model
+directory or ``model.safetensors`` (image or Hub video layout), an original facebookresearch ``.pt`` checkpoint
+(torch needed), or a Hub repo id (``facebook/sam2.1-hiera-tiny``). OUT: a new directory with ``config.json`` and
+``flax_params.safetensors``; written under a temporary name and renamed at the end, never overwritten without
+``--force``. Progress goes to stderr; bad input exits 1 with one line ``error: <reason>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DESCRIPTION = "Convert a SAM 2 checkpoint into a sam2-jax directory that loads without torch."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="checkpoint file, directory or Hub repo id")
+    parser.add_argument("out", help="output directory (must not exist unless --force)")
+    parser.add_argument(
+        "--size",
+        help="model size or checkpoint name (tiny, small, base_plus, large, facebook/sam2.1-hiera-tiny...); "
+        "inferred from config.json or the tensors when omitted",
+    )
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--cache-dir", help="huggingface_hub cache directory for repo ids")
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("convert", help="convert a checkpoint into a directory that loads without torch")
+    parser.description = DESCRIPTION
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    from flax.traverse_util import flatten_dict
+
+    from ..checkpoints import CheckpointError, load_params, save_converted
+    from ..config import MODEL_SIZES
+
+    out = Path(args.out)
+    try:
+        if out.exists() and not args.force:
+            raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+        start = time.perf_counter()
+        _log(f"[1/3] reading {args.src}")
+        config, params = load_params(args.src, args.size, args.cache_dir)
+        size = next((name for name, cfg in MODEL_SIZES.items() if cfg == config), "custom config")
+        _log(f"[2/3] converted and checked {len(flatten_dict(params))} tensors against the model ({size})")
+        save_converted(out, config, params, force=args.force)
+        _log(f"[3/3] wrote {out} in {time.perf_counter() - start:.1f} s")
+    except (CheckpointError, FileNotFoundError, FileExistsError, KeyError, ValueError, OSError) as e:
+        reason = str(e).splitlines()[0] if not isinstance(e, CheckpointError) else " ".join(str(e).split())
+        print(f"error: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m convert") -> int:
+    """The conversion command on its own (``convert/__main__.py``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
