@@ -1,6 +1,6 @@
 """sam2-jax: SAM 2 / 2.1 image segmentation in JAX/Flax, loaded from the official checkpoints."""
 
-from .checkpoints.loading import load, load_params, save_converted
+from .checkpoints import load, load_params, save_converted
 from .config import (
     CHECKPOINTS,
     MODEL_SIZES,

@@ -22,7 +22,9 @@ from conftest import TRUCK_JPG
 from PIL import Image
 
 from sam2_jax.frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
-from sam2_jax.processing import amg
+from sam2_jax.frontends.image_predictor import ImageEmbedding
+from sam2_jax.processing import boxes as box_ops
+from sam2_jax.processing import crops, prompts, rle
 
 RECORD_KEYS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 
@@ -36,8 +38,10 @@ def synth_decoder(points, mask_input, multimask):
     """(n, 2) points in the model frame -> logits (n, M, LOW, LOW), scores (n, M); M = 3 or 1.
 
     Discs of three radii (wobbling with the point) around the point, plus a fixed noise field that leaves
-    holes and sprinkles near the edges; with a mask input, a sharpened copy of it (the m2m step)."""
-    pts = np.asarray(points, np.float32)
+    holes and sprinkles near the edges; with a mask input, a sharpened copy of it (the m2m step). The points are
+    rounded to 1/1000 px first: our scaling to the model frame is transformers' x * float32(S / W), the
+    official's x / W * S, which can differ in the last bit."""
+    pts = np.round(np.asarray(points, np.float32), 3)
     c = (np.arange(LOW, dtype=np.float32) + 0.5) * np.float32(SIZE / LOW)
     px, py = pts[:, 0, None, None], pts[:, 1, None, None]
     dist = np.sqrt((c[None, None, :] - px) ** 2 + (c[None, :, None] - py) ** 2)
@@ -58,15 +62,14 @@ class StubPredictor:
 
     image_size = SIZE
 
-    def set_image(self, image):
-        self.hw = image.shape[:2]
+    def embed_image(self, image):
+        return ImageEmbedding((), (image.shape[:2],))
 
-    def reset_predictor(self):
-        pass
-
-    def _decode_padded(self, img_idx, points, labels, box, mask_input, n_prompts, multimask_output):
-        assert box is None and labels.shape == (n_prompts, 1) and np.all(labels == 1)
-        return synth_decoder(points[:, 0], None if mask_input is None else mask_input[:, 0], multimask_output)
+    def predict_batched(self, points, labels, boxes=None, mask_input=None, *, multimask_output, embedding, pad_to):
+        assert boxes is None and labels.shape == (len(points), 1) and np.all(labels == 1)
+        assert len(points) <= pad_to
+        pts = prompts.to_model_frame(points[:, 0], embedding.original_sizes[0], SIZE)
+        return synth_decoder(pts, None if mask_input is None else mask_input[:, 0], multimask_output)
 
 
 def official_stub_generator(**kwargs):
@@ -292,7 +295,7 @@ def _generator(predictor, **kwargs):
 def check_records(records, image_hw, pred_iou_thresh=-np.inf, stability_score_thresh=-np.inf):
     """Invariants every record must satisfy, recomputed from its own mask."""
     h, w = image_hw
-    crop_boxes = amg.box_xyxy_to_xywh(np.array(amg.generate_crop_boxes(image_hw, 2, 512 / 1500)[0]))
+    crop_boxes = box_ops.box_xyxy_to_xywh(np.array(crops.generate_crop_boxes(image_hw, 2, 512 / 1500)[0]))
     crop_boxes = {tuple(b) for b in crop_boxes.astype(float).tolist()}
     for r in records:
         assert set(r) == RECORD_KEYS
@@ -323,14 +326,14 @@ def test_truck_pipeline_call(small_predictor, truck, truck_small):
     assert len(records) == len(out["masks"]) == len(out["scores"]) == len(out["rle_mask"]) == 9 * 3
     check_records(records, (1200, 1800))
     assert isinstance(out["masks"], list) and out["scores"].dtype == np.float32
-    for r, m, s, b, rle in zip(
+    for r, m, s, b, run in zip(
         records, out["masks"], out["scores"], out["bounding_boxes"], out["rle_mask"], strict=True
     ):
         np.testing.assert_array_equal(m, r["segmentation"])
         assert float(s) == r["predicted_iou"]
-        np.testing.assert_array_equal(b, amg.batched_mask_to_box(m))  # xyxy, inclusive
-        assert amg.box_xyxy_to_xywh(b).tolist() == r["bbox"]
-        np.testing.assert_array_equal(amg.rle_to_mask(rle), m)
+        np.testing.assert_array_equal(b, box_ops.batched_mask_to_box(m))  # xyxy, inclusive
+        assert box_ops.box_xyxy_to_xywh(b).tolist() == r["bbox"]
+        np.testing.assert_array_equal(rle.rle_to_mask(run), m)
     assert len({m.tobytes() for m in out["masks"]}) > 10, "the masks differ from one another"
     small = gen(Image.fromarray(truck_small).convert("RGBA"))  # a PIL image (any mode) works too
     assert set(small) == {"masks", "scores"}  # extras only on request
@@ -378,8 +381,8 @@ def test_truck_output_modes_round_trip(small_predictor, truck_small):
         assert {k: v for k, v in c.items() if k != "segmentation"} == rest
         assert u["segmentation"]["size"] == c["segmentation"]["size"] == [400, 600]
         assert isinstance(c["segmentation"]["counts"], str)
-        np.testing.assert_array_equal(amg.rle_to_mask(u["segmentation"]), b["segmentation"])
-        np.testing.assert_array_equal(amg.rle_to_mask(c["segmentation"]), b["segmentation"])
+        np.testing.assert_array_equal(rle.rle_to_mask(u["segmentation"]), b["segmentation"])
+        np.testing.assert_array_equal(rle.rle_to_mask(c["segmentation"]), b["segmentation"])
 
 
 def test_truck_crops_m2m_small_regions(small_predictor, truck_small, monkeypatch):
@@ -388,16 +391,18 @@ def test_truck_crops_m2m_small_regions(small_predictor, truck_small, monkeypatch
     and the edge rule for whatever survives, are checked here; the stub tests compare surviving crop masks."""
     hw = truck_small.shape[:2]
     seen = []
-    set_image = small_predictor.set_image
-    monkeypatch.setattr(small_predictor, "set_image", lambda im: (seen.append(im.copy()), set_image(im))[1])
-    crops = _generator(small_predictor, crop_n_layers=1, box_nms_thresh=1.0, crop_nms_thresh=1.0).generate(truck_small)
+    embed_image = small_predictor.embed_image
+    monkeypatch.setattr(small_predictor, "embed_image", lambda im: (seen.append(im.copy()), embed_image(im))[1])
+    cropped = _generator(small_predictor, crop_n_layers=1, box_nms_thresh=1.0, crop_nms_thresh=1.0).generate(
+        truck_small
+    )
     monkeypatch.undo()
-    boxes, _ = amg.generate_crop_boxes(hw, 1, 512 / 1500)
+    boxes, _ = crops.generate_crop_boxes(hw, 1, 512 / 1500)
     assert len(seen) == 5
     for im, (x0, y0, x1, y1) in zip(seen, boxes, strict=True):
         np.testing.assert_array_equal(im, truck_small[y0:y1, x0:x1])
-    check_records(crops, hw)
-    for r in crops:  # no surviving box lies within 20 px of a crop edge that is inside the image
+    check_records(cropped, hw)
+    for r in cropped:  # no surviving box lies within 20 px of a crop edge that is inside the image
         x, y, bw, bh = r["bbox"]
         cx, cy, cw, ch = r["crop_box"]
         for edge, crop_edge, image_edge in ((x, cx, 0), (y, cy, 0), (x + bw, cx + cw, 600), (y + bh, cy + ch, 400)):
@@ -424,12 +429,12 @@ def test_argument_errors(small_predictor):
     with pytest.raises(ValueError, match="Exactly one"):
         Sam2AutomaticMaskGenerator(predictor=small_predictor, points_per_side=None)
     with pytest.raises(ValueError, match="Exactly one"):
-        Sam2AutomaticMaskGenerator(predictor=small_predictor, point_grids=[amg.build_point_grid(2)])
+        Sam2AutomaticMaskGenerator(predictor=small_predictor, point_grids=[crops.build_point_grid(2)])
     with pytest.raises(ValueError, match="output_mode"):
         Sam2AutomaticMaskGenerator(predictor=small_predictor, output_mode="png")
     with pytest.raises(ValueError, match="point grids"):
         Sam2AutomaticMaskGenerator(
-            predictor=small_predictor, points_per_side=None, point_grids=[amg.build_point_grid(2)], crop_n_layers=1
+            predictor=small_predictor, points_per_side=None, point_grids=[crops.build_point_grid(2)], crop_n_layers=1
         )
     with pytest.raises(ValueError, match="either model and params, or a predictor"):
         Sam2AutomaticMaskGenerator()
@@ -444,9 +449,55 @@ def test_explicit_point_grids_equal_points_per_side():
     kwargs = dict(pred_iou_thresh=0.3, stability_score_thresh=0.5, crop_n_layers=1)
     image = np.zeros((300, 450, 3), np.uint8)  # crop sizes of the "crops1" case: compiled already
     a = Sam2AutomaticMaskGenerator(predictor=StubPredictor(), points_per_side=4, **kwargs).generate(image)
-    grids = amg.build_all_layer_point_grids(4, 1, 1)
+    grids = crops.build_all_layer_point_grids(4, 1, 1)
     b = Sam2AutomaticMaskGenerator(
         predictor=StubPredictor(), points_per_side=None, point_grids=[g.tolist() for g in grids], **kwargs
     ).generate(image)
     assert len(a) == len(b) > 0
     assert all(x["point_coords"] == y["point_coords"] and x["area"] == y["area"] for x, y in zip(a, b, strict=True))
+
+
+def test_each_batch_is_padded_once_to_points_per_batch(small_predictor, truck_small, monkeypatch):
+    """points_per_batch=100 decodes batches of 100 rows (the last one padded to 100 once), not a bigger bucket."""
+    rows = []
+    real = small_predictor._decode
+
+    def spy(*args, **kwargs):
+        rows.append(kwargs["points"].shape[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(small_predictor, "_decode", spy)
+    _generator(small_predictor, points_per_side=12, points_per_batch=100).generate(truck_small)  # 144 points
+    assert rows == [100, 100]
+
+
+def test_two_threads_share_a_generator(small_predictor, truck_small):
+    """Two threads calling one generator (and its predictor) with different points_per_batch get what
+    sequential calls get."""
+    import threading
+
+    gen = _generator(small_predictor, points_per_side=4)
+    image = np.asarray(Image.fromarray(truck_small).resize((350, 250)))
+    sequential = {n: gen(image, points_per_batch=n) for n in (3, 7)}
+    results, errors = {}, []
+
+    def run(n):
+        try:
+            for _ in range(3):
+                results.setdefault(n, []).append(gen(image, points_per_batch=n))
+        except BaseException as e:  # re-raised below, on the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in (3, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert gen.points_per_batch == 16
+    for n, outs in results.items():
+        for out in outs:
+            assert len(out["masks"]) == len(sequential[n]["masks"]) > 0
+            np.testing.assert_array_equal(out["scores"], sequential[n]["scores"])
+            for a, b in zip(out["masks"], sequential[n]["masks"], strict=True):
+                np.testing.assert_array_equal(a, b)

@@ -14,13 +14,21 @@ before the holes were filled.
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
+from sam2.utils import amg as ref_amg
 from scipy import ndimage
 
 from sam2_jax import Sam2Processor
-from sam2_jax.processing.components import connected_components, fill_holes_and_remove_sprinkles
+from sam2_jax.processing.components import (
+    connected_components,
+    fill_holes_and_remove_sprinkles,
+    remove_small_regions,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # SAM2Transforms
 
@@ -279,3 +287,64 @@ def test_holes_against_official_fill_holes_in_mask_scores(scipy_kernel, max_area
     assert filled.any()
     np.testing.assert_array_equal(ours != logits, filled)
     np.testing.assert_array_equal(ours > 0, theirs > 0)
+
+
+# ---- small regions of finished masks (the official remove_small_regions) ---------------------------------
+
+
+@pytest.fixture
+def scipy_cv2(monkeypatch):
+    """A stand-in ``cv2`` (not installed) whose 8-connected components come from SciPy, so that the official
+    ``remove_small_regions`` runs; labels in raster order of each component's first pixel."""
+    from scipy import ndimage
+
+    def connected_components_with_stats(image, connectivity):
+        assert connectivity == 8
+        labels, n = ndimage.label(image, structure=np.ones((3, 3), int))
+        areas = np.bincount(labels.ravel(), minlength=n + 1)
+        stats = np.zeros((n + 1, 5), np.int32)
+        stats[:, -1] = areas
+        return n + 1, labels.astype(np.int32), stats, np.zeros((n + 1, 2))
+
+    fake = types.ModuleType("cv2")
+    fake.connectedComponentsWithStats = connected_components_with_stats
+    monkeypatch.setitem(sys.modules, "cv2", fake)
+    return fake
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("mode", ["holes", "islands"])
+@pytest.mark.parametrize("area", [1, 4, 30, 10_000])
+def test_remove_small_regions(scipy_cv2, seed, mode, area):
+    rng = np.random.default_rng(seed)
+    h, w = 48, 70
+    mask = rng.random((h, w)) < [0.1, 0.5, 0.8, 0.95][seed]
+    ours, changed = remove_small_regions(mask, area, mode)
+    theirs, ref_changed = ref_amg.remove_small_regions(mask, area, mode)
+    assert changed == ref_changed
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("mode", ["holes", "islands"])
+def test_remove_small_regions_batched(scipy_cv2, mode):
+    """A stack at once equals the official mask by mask, including masks left unchanged and masks whose
+    islands are all small (the largest is kept)."""
+    rng = np.random.default_rng(9)
+    masks = rng.random((6, 30, 40)) < np.array([0.05, 0.3, 0.5, 0.7, 0.97, 0.0])[:, None, None]
+    masks[5, 5:25, 5:35] = True  # one big square: nothing small
+    out, changed = remove_small_regions(masks, 12, mode)
+    assert changed.shape == (6,) and changed.any() and not changed.all()
+    for i in range(6):
+        ref_mask, ref_changed = ref_amg.remove_small_regions(masks[i], 12, mode)
+        assert changed[i] == ref_changed
+        np.testing.assert_array_equal(out[i], ref_mask)
+
+
+def test_remove_small_regions_unchanged(scipy_cv2):
+    mask = np.zeros((20, 20), bool)
+    mask[5:15, 5:15] = True
+    for mode in ("holes", "islands"):
+        out, changed = remove_small_regions(mask, 50, mode)
+        assert not changed and out is mask
+    with pytest.raises(ValueError):
+        remove_small_regions(mask, 50, "both")

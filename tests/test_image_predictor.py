@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from compile_count import jit_compiles
 from conftest import GROCERIES_JPG as GROCERIES
 from conftest import TRUCK_JPG as TRUCK
 from conftest import assert_rel_close, rel_l2
 from PIL import Image
 
 import sam2_jax
-from sam2_jax.frontends.image_predictor import PROMPT_BUCKETS, Sam2ImagePredictor, bucket
+from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+from sam2_jax.processing.prompts import PROMPT_BUCKETS, bucket
 
 
 def _image(path, size=None):
@@ -122,7 +124,7 @@ def test_padding_does_not_change_the_answer(ours):
     _, scores, low_res = ours.predict(point_coords=points, point_labels=labels, multimask_output=True)
 
     scale = np.array([1024 / W, 1024 / H], np.float32)
-    embeddings = tuple(f for f in ours._features)
+    embeddings = ours.embedding.features
     out = ours.model.apply(
         {"params": ours.params},
         image_embeddings=embeddings,
@@ -145,18 +147,18 @@ def test_new_number_of_clicks_does_not_recompile(ours):
         ours.predict(point_coords=pts, point_labels=np.ones((objects, n)), multimask_output=False)
 
     click(2)  # compiles the 4-point bucket
-    before = ours.trace_count
+    before = jit_compiles(ours._decode)
     for n in (3, 4, 2):
         click(n)
-    assert ours.trace_count == before, "2, 3 and 4 clicks share one compiled decoder"
+    assert jit_compiles(ours._decode) == before, "2, 3 and 4 clicks share one compiled decoder"
     click(2, objects=3)  # 3 objects -> the 4-prompt bucket: one more compile
     click(4, objects=4)
     click(1, objects=2)
-    assert ours.trace_count == before + 1
+    assert jit_compiles(ours._decode) == before + 1
     ours.predict(box=np.array([[0, 0, 10, 10], [5, 5, 50, 60]]), multimask_output=False)
-    before = ours.trace_count
+    before = jit_compiles(ours._decode)
     ours.predict(box=np.array([[0, 0, 10, 10]] * 3), multimask_output=False)
-    assert ours.trace_count == before, "2 and 3 boxes share one compiled decoder"
+    assert jit_compiles(ours._decode) == before, "2 and 3 boxes share one compiled decoder"
 
 
 def test_set_image_with_our_processor_close_to_official(ours, official, truck):
@@ -185,7 +187,7 @@ def test_bad_input(ours, official_converted):
         ours.predict(point_coords=np.array([[1.0, 2.0], [3.0, 4.0]]), point_labels=np.array([1]))
     with pytest.raises(ValueError, match="non-finite"):
         ours.predict(point_coords=np.array([[np.nan, 2.0]]), point_labels=np.array([1]))
-    with pytest.raises(ValueError, match=r"point_coords\[0, 1\]: \(1801, 5\) lies outside the 1800x1200 image"):
+    with pytest.raises(ValueError, match=r"point_coords\[0\]\[1\]: point \(1801.0, 5.0\) lies outside the 1800x1200"):
         ours.predict(point_coords=np.array([[1.0, 2.0], [1801.0, 5.0]]), point_labels=np.array([1, 1]))
     with pytest.raises(ValueError, match="x2 < x1"):
         ours.predict(box=np.array([500.0, 20.0, 400.0, 60.0]))
@@ -197,3 +199,29 @@ def test_bad_input(ours, official_converted):
         ours.predict_batch(point_coords_batch=[np.array([[1.0, 2.0]])], point_labels_batch=[np.array([1])])
     with pytest.raises(ValueError, match="pixel_values must be"):
         fresh.set_pixel_values(np.zeros((1, 512, 512, 3), np.float32), [(512, 512)])
+
+
+def test_predict_batched_pads_once_and_is_stateless(ours, monkeypatch):
+    """``predict_batched`` on an explicit embedding: P prompts padded once (to ``pad_to`` when given), the same
+    answer as ``predict``, and nothing stored on the predictor."""
+    rows = []
+    real = ours._decode
+
+    def spy(*args, **kwargs):
+        rows.append(kwargs["points"].shape[1])
+        return real(*args, **kwargs)
+
+    pts = np.array([[[500.0, 375.0]], [[1100.0, 600.0]], [[300.0, 900.0]]])
+    labels = np.ones((3, 1))
+    _, want, want_low = ours.predict(point_coords=pts, point_labels=labels)
+    monkeypatch.setattr(ours, "_decode", spy)
+    low, scores = ours.predict_batched(pts, labels, embedding=ours.embedding, pad_to=7)
+    low_b, scores_b = ours.predict_batched(pts, labels)
+    monkeypatch.undo()
+    assert rows == [7, 4]  # pad_to rows, or the bucket of 3; once each
+    assert low.shape == (3, 3, 256, 256) and scores.shape == (3, 3)
+    assert_rel_close(np.clip(low, -32, 32), want_low, 1e-5)
+    assert_rel_close(scores, want, 1e-5)
+    np.testing.assert_array_equal(scores_b, scores)
+    with pytest.raises(ValueError, match="do not fit"):
+        ours.predict_batched(pts, labels, pad_to=2)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sam2_jax.modeling.mask_decoder import ConvTranspose2x2, MaskDecoder, stability_scores
+from sam2_jax.modeling.mask_decoder import ConvTranspose2x2, MaskDecoder
 
 
 def test_conv_transpose_matches_torch():
@@ -24,12 +24,6 @@ def test_conv_transpose_matches_torch():
     params = {"kernel": w.transpose(2, 3, 0, 1), "bias": b}
     out = ConvTranspose2x2(4).apply({"params": params}, x)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
-
-
-def test_stability_score():
-    logits = jnp.asarray([[[0.1, -0.01], [0.01, -1.0]]])  # above +0.05: 1 pixel; above -0.05: 3 pixels
-    np.testing.assert_allclose(stability_scores(logits, 0.05), [1 / 3])
-    assert float(stability_scores(-jnp.ones((1, 2, 2)), 0.05)[0]) == 1.0  # empty union counts as stable
 
 
 def test_dynamic_multimask_falls_back_when_unstable():

@@ -15,12 +15,17 @@ record fields and their types). ``generate(image (H, W, 3) uint8)`` returns a li
 ``generator(image, points_per_batch=64)`` is transformers' ``mask-generation`` pipeline call: ``{"masks": [(H, W)
 bool], "scores": (N,) float32}`` (``image`` may be a path), with the generator's thresholds.
 
-Per crop the image is embedded once and the grid is decoded ``points_per_batch`` points at a time under jit (the
-last batch padded, so one compile serves all). Masks that pass ``pred_iou_thresh`` are upsampled to the crop size
-(bilinear as two matrix products, under jit, 8 masks at a time) for their stability scores and boxes; survivors
-are upsampled again, binarised and run-length encoded. ``min_mask_region_area`` > 0 fills holes and removes
-sprinkles of up to that many pixels in the low-resolution logits, like the official predictor (which needs its
-CUDA extension for it). Filtering, NMS and RLE are vectorised NumPy (``sam2_jax.amg``).
+Per crop the image is embedded once (``Sam2ImagePredictor.embed_image``) and the grid is decoded
+``points_per_batch`` points at a time under jit (``predict_batched``, every batch padded once to
+``points_per_batch`` prompts, so one compile serves all). Masks that pass ``pred_iou_thresh`` are upsampled to
+the crop size (``processing.masks.upsample_bilinear``, under jit, 8 masks at a time) for their stability scores
+and boxes; survivors are upsampled again, binarised and run-length encoded. ``min_mask_region_area`` > 0 fills
+holes and removes sprinkles of up to that many pixels in the low-resolution logits, like the official predictor
+(which needs its CUDA extension for it). Filtering, NMS and RLE are vectorised NumPy (``sam2_jax.processing``:
+``crops``, ``boxes``, ``rle``, ``components``).
+
+Threads: a generator keeps no per-call state (``points_per_batch`` of a call is passed down, the image
+embedding is local to the call), so one generator may serve several threads at once.
 """
 
 from __future__ import annotations
@@ -32,51 +37,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..processing import amg
-from .image_predictor import Sam2ImagePredictor
+from ..processing import boxes as box_ops
+from ..processing import crops, rle
+from ..processing.components import fill_holes_and_remove_sprinkles, remove_small_regions
+from ..processing.masks import stability_score, upsample_bilinear
+from ..utils.progress import progress_bar
+from .image_predictor import ImageEmbedding, Sam2ImagePredictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 _CHUNK = 8  # masks upsampled at once (bounds memory: 8 x H x W float32)
 
 
-def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) float32 weights of 1-D linear resizing with ``align_corners=False``; each row holds the
-    two taps of torch's bilinear kernel, computed in float32 as it does (source index clamped at 0)."""
-    scale = np.float32(n_in / n_out)
-    src = np.maximum(scale * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), 0)
-    i0 = np.minimum(src.astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    lam1 = (src - i0).astype(np.float32)
-    m = np.zeros((n_out, n_in), np.float32)
-    rows = np.arange(n_out)
-    np.add.at(m, (rows, i0), np.float32(1) - lam1)
-    np.add.at(m, (rows, i1), lam1)
-    return m
-
-
-def upsample_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """(..., h, w) -> (..., H, W) bilinear, ``align_corners=False``, like torch's ``F.interpolate``.
-
-    Two small matrix products (columns, then rows) with full float32 precision: on CPU several times faster
-    than gathering the taps, and the natural form for an accelerator."""
-    h, w = x.shape[-2:]
-    rows = jnp.asarray(interpolation_matrix(h, size[0]))
-    cols = jnp.asarray(interpolation_matrix(w, size[1]))
-    hi = jax.lax.Precision.HIGHEST
-    t = jnp.matmul(x, cols.T, precision=hi)  # (..., h, W)
-    return jnp.matmul(rows, t, precision=hi)  # (..., H, W)
-
-
 def _stats_fn(logits, size, mask_threshold, offset):
     """Stability score and xyxy box of each full-resolution mask of a chunk of (K, h, w) low-res logits."""
     full = upsample_bilinear(logits, size)
-    inter = jnp.sum(full > mask_threshold + offset, axis=(-2, -1)).astype(jnp.float32)
-    union = jnp.sum(full > mask_threshold - offset, axis=(-2, -1)).astype(jnp.float32)
-    stability = inter / union  # NaN for a mask empty at the low threshold, as the official score
-    binary = full > mask_threshold
-    rows, cols = jnp.any(binary, axis=-1), jnp.any(binary, axis=-2)
-    (x0, x1), (y0, y1) = _first_last(cols), _first_last(rows)
-    return stability, jnp.stack([x0, y0, x1, y1], axis=-1)
+    # NaN for a mask empty at the low threshold, as the official score
+    return stability_score(full, mask_threshold, offset, float("nan")), box_ops.mask_to_box(full > mask_threshold)
 
 
 def _binarize_t(logits, size, mask_threshold):
@@ -88,21 +64,13 @@ _STATS = jax.jit(_stats_fn, static_argnames=("size",))
 _BINARIZE_T = jax.jit(_binarize_t, static_argnames=("size",))
 
 
-def _first_last(any_along: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """First and last True index along the last axis; (0, 0) when none (the official empty-box convention)."""
-    n = any_along.shape[-1]
-    idx = jnp.arange(n)
-    empty = ~jnp.any(any_along, axis=-1)
-    first = jnp.min(jnp.where(any_along, idx, n), axis=-1)
-    last = jnp.max(jnp.where(any_along, idx, -1), axis=-1)
-    return jnp.where(empty, 0, first), jnp.where(empty, 0, last)
-
-
 class Sam2AutomaticMaskGenerator:
     """The official ``SAM2AutomaticMaskGenerator`` over a JAX model; see the module docstring.
 
     ``model, params`` as ``sam2_jax.load`` returns them, or ``predictor=`` an existing ``Sam2ImagePredictor``
     (its compiled encoder and decoder are reused; its own hole and sprinkle settings are not consulted).
+    Thread-safe: ``generate`` and ``__call__`` keep their state in the call (the predictor is used only through
+    its stateless ``embed_image`` / ``predict_batched``), so threads may share one generator.
     """
 
     def __init__(
@@ -136,7 +104,7 @@ class Sam2AutomaticMaskGenerator:
         if points_per_batch < 1:
             raise ValueError("points_per_batch must be positive")
         self.point_grids = (
-            amg.build_all_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
+            crops.build_all_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
             if points_per_side is not None
             else [np.asarray(g, np.float64).reshape(-1, 2) for g in point_grids]
         )
@@ -175,30 +143,30 @@ class Sam2AutomaticMaskGenerator:
     def generate(self, image, progress: bool = False) -> list[dict[str, Any]]:
         """Mask records for an (H, W, 3) RGB image (uint8 array, or a PIL image); see the module docstring."""
         image = _as_image(image)
-        data = self._generate_masks(image, progress)
+        data = self._generate_masks(image, progress, self.points_per_batch)
         if self.output_mode == "binary_mask":
-            segs = [amg.rle_to_mask(rle) for rle in data["rles"]]
+            segs = [rle.rle_to_mask(r) for r in data["rles"]]
         elif self.output_mode == "coco_rle":
-            segs = [amg.coco_encode_rle(rle) for rle in data["rles"]]
+            segs = [rle.coco_encode_rle(r) for r in data["rles"]]
         else:
             segs = data["rles"]
         # the official records carry float32 boxes, points and scores as Python floats
-        boxes = amg.box_xyxy_to_xywh(data["boxes"].astype(np.float32)).tolist()
-        crop_boxes = amg.box_xyxy_to_xywh(data["crop_boxes"].astype(np.float32)).tolist()
+        boxes = box_ops.box_xyxy_to_xywh(data["boxes"].astype(np.float32)).tolist()
+        crop_boxes = box_ops.box_xyxy_to_xywh(data["crop_boxes"].astype(np.float32)).tolist()
         points = data["points"].astype(np.float32).tolist()
         ious = data["iou_preds"].astype(np.float32).tolist()
         stability = data["stability_score"].astype(np.float32).tolist()
         return [
             {
                 "segmentation": segs[i],
-                "area": amg.area_from_rle(rle),
+                "area": rle.area_from_rle(r),
                 "bbox": boxes[i],
                 "predicted_iou": ious[i],
                 "point_coords": [points[i]],
                 "stability_score": stability[i],
                 "crop_box": crop_boxes[i],
             }
-            for i, rle in enumerate(data["rles"])
+            for i, r in enumerate(data["rles"])
         ]
 
     def __call__(
@@ -220,17 +188,13 @@ class Sam2AutomaticMaskGenerator:
 
             with Image.open(image) as im:
                 image = np.asarray(im.convert("RGB"))
-        saved = self.points_per_batch
-        if points_per_batch is not None:
-            if points_per_batch < 1:
-                raise ValueError("points_per_batch must be positive")
-            self.points_per_batch = points_per_batch
-        try:
-            data = self._generate_masks(_as_image(image), progress=False)
-        finally:
-            self.points_per_batch = saved
+        if points_per_batch is None:
+            points_per_batch = self.points_per_batch
+        elif points_per_batch < 1:
+            raise ValueError("points_per_batch must be positive")
+        data = self._generate_masks(_as_image(image), False, points_per_batch)
         out: dict[str, Any] = {
-            "masks": [amg.rle_to_mask(rle) for rle in data["rles"]],
+            "masks": [rle.rle_to_mask(r) for r in data["rles"]],
             "scores": data["iou_preds"].astype(np.float32),
         }
         if output_bboxes_mask:
@@ -250,98 +214,82 @@ class Sam2AutomaticMaskGenerator:
             return data
         masks, unchanged = [], []
         for s in range(0, n, _CHUNK):  # full-resolution connected components, a chunk of masks at a time
-            chunk = np.stack([amg.rle_to_mask(rle) for rle in data["rles"][s : s + _CHUNK]])
-            chunk, holes = amg.remove_small_regions(chunk, min_area, "holes")
-            chunk, islands = amg.remove_small_regions(chunk, min_area, "islands")
+            chunk = np.stack([rle.rle_to_mask(r) for r in data["rles"][s : s + _CHUNK]])
+            chunk, holes = remove_small_regions(chunk, min_area, "holes")
+            chunk, islands = remove_small_regions(chunk, min_area, "islands")
             masks.append(chunk)
             unchanged.append(~(holes | islands))
         masks, unchanged = np.concatenate(masks), np.concatenate(unchanged)
-        boxes = amg.batched_mask_to_box(masks)
-        keep = amg.batched_nms(boxes.astype(np.float32), unchanged.astype(np.float32), None, nms_thresh)
+        boxes = box_ops.batched_mask_to_box(masks)
+        keep = box_ops.batched_nms(boxes.astype(np.float32), unchanged.astype(np.float32), None, nms_thresh)
         changed = keep[~unchanged[keep]]
         out = dict(data, rles=list(data["rles"]), boxes=np.array(data["boxes"], copy=True))
-        for i, rle in zip(changed.tolist(), amg.mask_to_rle(masks[changed]), strict=True):
-            out["rles"][i] = rle
+        for i, new in zip(changed.tolist(), rle.mask_to_rle(masks[changed]), strict=True):
+            out["rles"][i] = new
         out["boxes"][changed] = boxes[changed]
         return _take(out, keep)
 
     # ---- internals ---------------------------------------------------------------------------------------------
-    def _generate_masks(self, image: np.ndarray, progress: bool) -> dict[str, Any]:
+    def _generate_masks(self, image: np.ndarray, progress: bool, points_per_batch: int | None = None) -> dict[str, Any]:
+        points_per_batch = points_per_batch or self.points_per_batch
         orig_size = image.shape[:2]
-        crop_boxes, layer_idxs = amg.generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
-        total = sum(-(-len(self.point_grids[i]) // self.points_per_batch) for i in layer_idxs)
-        bar = _progress(total, progress)
-        parts = [
-            self._process_crop(image, box, layer, orig_size, bar)
-            for box, layer in zip(crop_boxes, layer_idxs, strict=True)
-        ]
-        bar.close()
+        crop_boxes, layer_idxs = crops.generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
+        total = sum(-(-len(self.point_grids[i]) // points_per_batch) for i in layer_idxs)
+        with progress_bar(total, progress, desc="mask generation", unit="batch") as bar:
+            parts = [
+                self._process_crop(image, box, layer, orig_size, bar, points_per_batch)
+                for box, layer in zip(crop_boxes, layer_idxs, strict=True)
+            ]
         data = _cat(parts)
         if len(crop_boxes) > 1 and len(data["iou_preds"]):  # prefer masks from smaller crops
             cb = data["crop_boxes"]
             scores = np.float32(1.0) / ((cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1])).astype(np.float32)
-            keep = amg.batched_nms(data["boxes"].astype(np.float32), scores, None, self.crop_nms_thresh)
+            keep = box_ops.batched_nms(data["boxes"].astype(np.float32), scores, None, self.crop_nms_thresh)
             data = _take(data, keep)
         return data
 
-    def _process_crop(self, image, crop_box, layer_idx, orig_size, bar) -> dict[str, Any]:
+    def _process_crop(self, image, crop_box, layer_idx, orig_size, bar, points_per_batch) -> dict[str, Any]:
         x0, y0, x1, y1 = crop_box
         cropped = np.ascontiguousarray(image[y0:y1, x0:x1])
         h, w = cropped.shape[:2]
-        self.predictor.set_image(cropped)
+        embedding = self.predictor.embed_image(cropped)
         points = (self.point_grids[layer_idx] * np.array([w, h])).astype(np.float32)
         parts = []
-        for start in range(0, len(points), self.points_per_batch):
-            batch = points[start : start + self.points_per_batch]
-            parts.append(self._process_batch(batch, (h, w), crop_box, orig_size))
+        for start in range(0, len(points), points_per_batch):
+            batch = points[start : start + points_per_batch]
+            parts.append(self._process_batch(batch, embedding, crop_box, orig_size, points_per_batch))
             bar.update(1)
-        self.predictor.reset_predictor()
         data = _cat(parts)
         if len(data["iou_preds"]):
-            keep = amg.batched_nms(data["boxes"].astype(np.float32), data["iou_preds"], None, self.box_nms_thresh)
+            keep = box_ops.batched_nms(data["boxes"].astype(np.float32), data["iou_preds"], None, self.box_nms_thresh)
             data = _take(data, keep)
-        data["boxes"] = amg.uncrop_boxes_xyxy(data["boxes"], crop_box)
-        data["points"] = amg.uncrop_points(data["points"], crop_box)
+        data["boxes"] = crops.uncrop_boxes_xyxy(data["boxes"], crop_box)
+        data["points"] = crops.uncrop_points(data["points"], crop_box)
         data["crop_boxes"] = np.tile(np.asarray(crop_box, np.int64), (len(data["iou_preds"]), 1))
         return data
 
-    def _decode(self, points_xy, size, mask_input=None, multimask=True):
-        """Decode one fixed-size batch of single-point prompts: low-res logits (n, M, h, w), scores (n, M)."""
-        n = len(points_xy)
-        pad = self.points_per_batch - n
-        coords = np.pad(points_xy, ((0, pad), (0, 0)))[:, None, :]
-        labels = np.ones((self.points_per_batch, 1), np.int32)
-        if mask_input is not None:
-            mask_input = np.pad(mask_input, ((0, pad), (0, 0), (0, 0)))[:, None]
-        low_res, scores = self.predictor._decode_padded(
-            0, self._to_model(coords, size), labels, None, mask_input, self.points_per_batch, multimask
+    def _decode(self, points_xy, embedding: ImageEmbedding, points_per_batch, mask_input=None, multimask=True):
+        """Decode up to ``points_per_batch`` single-point prompts (crop pixels), padded once to that many:
+        low-res logits (n, M, h, w), scores (n, M)."""
+        return self.predictor.predict_batched(
+            points_xy[:, None, :],
+            np.ones((len(points_xy), 1), np.int32),
+            mask_input=None if mask_input is None else mask_input[:, None],
+            multimask_output=multimask,
+            embedding=embedding,
+            pad_to=points_per_batch,
         )
-        return low_res[:n], scores[:n]
-
-    def _to_model(self, coords: np.ndarray, size) -> np.ndarray:
-        """Crop pixels -> the model's input frame, in float32 and in the official transform's order."""
-        h, w = size
-        xy = coords.astype(np.float32) / np.array([w, h], np.float32)
-        return xy * np.float32(self.predictor.image_size)
 
     def _fill(self, low_res: np.ndarray) -> np.ndarray:
-        """The official predictor's clean-up of (K, h, w) low-res logits for ``min_mask_region_area``: background
-        components (8-connected) of area <= it become threshold + 10, foreground ones threshold - 10, both found
-        on the logits as they come (the official computes the sprinkles before filling the holes)."""
+        """The official predictor's clean-up of (K, h, w) low-res logits for ``min_mask_region_area``."""
         area = self.min_mask_region_area
         if area <= 0:
             return low_res
-        from ..processing.components import connected_components
+        return fill_holes_and_remove_sprinkles(low_res, area, area, self.mask_threshold)
 
-        t = self.mask_threshold
-        labels, areas = connected_components(low_res <= t)
-        holes = (labels > 0) & (areas <= area)
-        labels, areas = connected_components(low_res > t)
-        sprinkles = (labels > 0) & (areas <= area)
-        return np.where(holes, np.float32(t + 10.0), np.where(sprinkles, np.float32(t - 10.0), low_res))
-
-    def _process_batch(self, points, size, crop_box, orig_size) -> dict[str, Any]:
-        low_res, scores = self._decode(points, size, multimask=self.multimask_output)
+    def _process_batch(self, points, embedding, crop_box, orig_size, points_per_batch) -> dict[str, Any]:
+        size = embedding.original_sizes[0]
+        low_res, scores = self._decode(points, embedding, points_per_batch, multimask=self.multimask_output)
         m = low_res.shape[1]
         clamped = np.clip(low_res, -32.0, 32.0)
         data = {
@@ -352,9 +300,9 @@ class Sam2AutomaticMaskGenerator:
         }
         if self.use_m2m:  # one refinement step, each mask fed back with its own point
             refined, ious = [], []
-            for s in range(0, len(data["points"]), self.points_per_batch):
-                sl = slice(s, s + self.points_per_batch)
-                r, i = self._decode(data["points"][sl], size, mask_input=data["low_res"][sl], multimask=False)
+            for s in range(0, len(data["points"]), points_per_batch):
+                sl = slice(s, s + points_per_batch)
+                r, i = self._decode(data["points"][sl], embedding, points_per_batch, data["low_res"][sl], False)
                 refined.append(r[:, 0])
                 ious.append(i[:, 0])
             data["logits"] = self._fill(np.concatenate(refined)) if refined else data["logits"][:0]
@@ -366,7 +314,7 @@ class Sam2AutomaticMaskGenerator:
         if self.stability_score_thresh > 0.0:
             data = _take(data, np.nonzero(data["stability_score"] >= self.stability_score_thresh)[0])
         orig_h, orig_w = orig_size
-        near = amg.is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
+        near = crops.is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
         data = _take(data, np.nonzero(~near)[0])
         data["rles"] = self._encode_masks(data["logits"], size, crop_box, orig_size)
         del data["logits"], data["low_res"]
@@ -397,7 +345,7 @@ class Sam2AutomaticMaskGenerator:
             masks_t = np.asarray(masks_t)[: len(chunk)]
             if any(p != (0, 0) for p in pad):
                 masks_t = np.pad(masks_t, pad)
-            rles.extend(amg.mask_to_rle(masks_t, transposed=True))
+            rles.extend(rle.mask_to_rle(masks_t, transposed=True))
         return rles
 
 
@@ -441,19 +389,3 @@ def _cat(parts: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [p[k] for p in parts]
         out[k] = [x for v in vals for x in v] if isinstance(vals[0], list) else np.concatenate(vals)
     return out
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="mask generation", unit="batch")

@@ -15,6 +15,9 @@ called on every host: ``jax.devices()`` then lists every host's devices and the 
 calls the segmenter with the same global batch; each device takes its rows, and the results are gathered back
 to every host. (On CPU, cross-host collectives need ``jax_cpu_collectives_implementation="gloo"``.) Hosts that
 each read only their own images can build the global batch with ``global_batch``.
+
+Threads: a ``BatchSegmenter`` holds only what it was built with (model, params on the devices, the compiled
+function); calling it from several threads at once is safe.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ def _pad_batch(x: np.ndarray, size: int) -> np.ndarray:
 
 
 class BatchSegmenter:
-    """Segment a batch of images with prompts across all local devices; see the module docstring."""
+    """Segment a batch of images with prompts across all local devices; see the module docstring.
+
+    Thread-safe: a call keeps its state to itself, so threads may share one segmenter."""
 
     def __init__(
         self,
@@ -56,7 +61,6 @@ class BatchSegmenter:
         self.mode = mode
         self.devices = list(devices or jax.devices())
         self.multimask_output = multimask_output
-        self.trace_count = 0
         forward = functools.partial(self._forward, model, multimask_output)
         if mode == "sharded":
             self.mesh = Mesh(np.array(self.devices), ("data",))
@@ -78,8 +82,8 @@ class BatchSegmenter:
     def num_devices(self) -> int:
         return len(self.devices)
 
-    def _forward(self, model, multimask_output, params, pixel_values, prompts):
-        self.trace_count += 1  # runs at trace time only
+    @staticmethod
+    def _forward(model, multimask_output, params, pixel_values, prompts):
         out = model.apply({"params": params}, pixel_values=pixel_values, multimask_output=multimask_output, **prompts)
         return out.iou_scores, out.pred_masks, out.object_score_logits
 
@@ -127,20 +131,4 @@ def global_batch(local_rows: np.ndarray, mesh: Mesh) -> jax.Array:
     return jax.make_array_from_process_local_data(sharding, local_rows, global_shape)
 
 
-def params_replicated(segmenter: BatchSegmenter) -> bool:
-    """True when every param leaf already lives on all of the segmenter's devices (nothing to send per call)."""
-    devices = set(segmenter.devices)
-    leaves = jax.tree_util.tree_leaves(segmenter.params)
-    return all(isinstance(leaf, jax.Array) and set(leaf.devices()) == devices for leaf in leaves)
-
-
-def param_buffers(segmenter: BatchSegmenter) -> list[int]:
-    """Device buffer addresses of every param shard: unchanged between calls when params are not re-sent."""
-    return [
-        shard.data.unsafe_buffer_pointer()
-        for leaf in jax.tree_util.tree_leaves(segmenter.params)
-        for shard in leaf.addressable_shards
-    ]
-
-
-__all__ = ["BatchSegmenter", "global_batch", "params_replicated", "param_buffers"]
+__all__ = ["BatchSegmenter", "global_batch"]

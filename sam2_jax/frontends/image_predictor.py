@@ -10,16 +10,28 @@ stored embedding and returns NumPy arrays in the official shapes and order:
 with C = 3 when ``multimask_output`` and 1 otherwise, and a leading (B,) axis when several prompts are given
 at once (points (B, N, 2), boxes (B, 4), masks (B, 1, 256, 256)).
 
+``embed_image(image)`` -> ``ImageEmbedding`` and ``predict_batched(points (P, N, 2), labels (P, N), boxes (P, 4),
+mask_input (P, 1, 256, 256), embedding=...)`` -> (low-res logits (P, M, 256, 256), scores (P, M)) are the
+stateless form: many prompts of one image decoded at once, nothing stored on the predictor (the automatic mask
+generator uses them).
+
 Static shapes on purpose: the number of points per prompt and the number of prompts are padded up to the
-next bucket in ``PROMPT_BUCKETS``. Padded points are masked out of the decoder's attention and padded prompts
-are dropped, so a padded call equals the unpadded one, and a new number of clicks does not recompile (it
-compiles once per bucket, per prompt kind and per ``multimask_output``).
+next bucket of ``sam2_jax.processing.prompts.PROMPT_BUCKETS`` (or to ``pad_to`` prompts), once, by
+``prompts.pad_batch``. Padded points are masked out of the decoder's attention and padded prompts are dropped,
+so a padded call equals the unpadded one, and a new number of clicks does not recompile (it compiles once per
+bucket, per prompt kind and per ``multimask_output``).
+
+Threads: ``set_image`` stores the current image on the predictor, as the official predictor does, so
+``set_image`` / ``predict`` / ``predict_batch`` are not safe to share between threads (give each thread its own
+predictor). ``embed_image`` and ``predict_batched(..., embedding=...)`` keep no state and are safe to call from
+several threads at once.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -27,36 +39,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..modeling.sam2_model import Sam2Model
+from ..processing import prompts
 from ..processing.processor import Sam2Processor
 
-PROMPT_BUCKETS: tuple[int, ...] = (1, 4, 16, 64, 256, 1024, 4096)  # one compile covers 2-4 clicks, 5-16...
 LOW_RES_CLAMP = 32.0
 
 
-def bucket(n: int) -> int:
-    """The smallest bucket that holds ``n`` (the one padding rule for prompts)."""
-    for b in PROMPT_BUCKETS:
-        if n <= b:
-            return b
-    raise ValueError(f"{n} prompts or points exceed the largest bucket {PROMPT_BUCKETS[-1]}")
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """What the image encoder made of B images: ``features`` (the encoder outputs, each (B, ...), the last the
+    (B, 64, 64, 256) embedding) and their ``original_sizes`` ((height, width) per image)."""
 
-
-def _check_inside(xy: np.ndarray, w: int, h: int, name: str) -> None:
-    """Raise if a coordinate (..., 2) lies outside the w x h image, naming the first one."""
-    outside = (xy[..., 0] < 0) | (xy[..., 0] > w) | (xy[..., 1] < 0) | (xy[..., 1] > h)
-    if np.any(outside):
-        idx = tuple(int(i) for i in np.argwhere(outside)[0])
-        raise ValueError(f"{name}{list(idx)}: ({', '.join(f'{v:g}' for v in xy[idx])}) lies outside the {w}x{h} image")
-
-
-def _pad_to(x: np.ndarray, size: int, axis: int, value=0) -> np.ndarray:
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (0, size - x.shape[axis])
-    return np.pad(x, pad, constant_values=value)
+    features: tuple[jax.Array, ...]
+    original_sizes: tuple[tuple[int, int], ...]
 
 
 class Sam2ImagePredictor:
-    """Embed once, decode many prompts; see the module docstring."""
+    """Embed once, decode many prompts; see the module docstring.
+
+    Not thread-safe: ``set_image`` stores the current image on the predictor (as the official predictor does),
+    so ``set_image`` / ``predict`` / ``predict_batch`` must not be shared between threads. ``embed_image`` and
+    ``predict_batched(..., embedding=...)`` keep no state and are safe from several threads."""
 
     def __init__(
         self,
@@ -75,7 +78,6 @@ class Sam2ImagePredictor:
         size = model.config.prompt_encoder_config.image_size
         self.processor = processor or Sam2Processor(image_size=size)
         self.image_size = size
-        self.trace_count = 0  # how often the decoder was traced (i.e. compiled); tests read it
         self._encode = jax.jit(functools.partial(self._encode_fn, model))
         self._image_pe = jax.jit(
             lambda p: model.apply({"params": p}, method=Sam2Model.get_image_wide_positional_embeddings)
@@ -96,10 +98,8 @@ class Sam2ImagePredictor:
     def _encode_fn(model, params, pixel_values):
         return model.apply({"params": params}, pixel_values, method=Sam2Model.get_image_embeddings)
 
-    def _decode_fn(
-        self, model, params, image_pe, embeddings, points, labels, prompt_mask, boxes, masks, multimask_output
-    ):
-        self.trace_count += 1  # runs at trace time only
+    @staticmethod
+    def _decode_fn(model, params, image_pe, embeddings, points, labels, prompt_mask, boxes, masks, multimask_output):
         out = model.apply(
             {"params": params},
             image_embeddings=embeddings,
@@ -115,10 +115,31 @@ class Sam2ImagePredictor:
 
     # ---- images ------------------------------------------------------------------------------------------------
     def reset_predictor(self) -> None:
-        self._features = None
-        self._orig_hw: list[tuple[int, int]] = []
-        self._is_image_set = False
+        self._embedding: ImageEmbedding | None = None
         self._is_batch = False
+
+    @property
+    def _orig_hw(self) -> tuple[tuple[int, int], ...]:
+        return () if self._embedding is None else self._embedding.original_sizes
+
+    def embed_image(self, image) -> ImageEmbedding:
+        """Run the encoder on one image (PIL, (H, W, 3) array, grayscale or RGBA) and return the embedding,
+        storing nothing (thread-safe)."""
+        inputs = self.processor(images=image)
+        return self.embed_pixel_values(inputs["pixel_values"], inputs["original_sizes"])
+
+    def embed_pixel_values(self, pixel_values: np.ndarray, original_sizes) -> ImageEmbedding:
+        """Run the encoder on already normalised (B, 1024, 1024, 3) pixels; ``original_sizes`` (B, 2) as
+        (height, width). Stores nothing (thread-safe)."""
+        pixel_values = np.asarray(pixel_values, np.float32)
+        if pixel_values.ndim != 4 or pixel_values.shape[1:] != (self.image_size, self.image_size, 3):
+            raise ValueError(
+                f"pixel_values must be (B, {self.image_size}, {self.image_size}, 3), got {pixel_values.shape}"
+            )
+        sizes = tuple(tuple(int(v) for v in hw) for hw in np.asarray(original_sizes).reshape(-1, 2))
+        if len(sizes) != pixel_values.shape[0]:
+            raise ValueError(f"{len(sizes)} original sizes for {pixel_values.shape[0]} images")
+        return ImageEmbedding(tuple(self._encode(self.params, pixel_values)), sizes)
 
     def set_image(self, image) -> None:
         """Embed one image (PIL, (H, W, 3) array, grayscale or RGBA)."""
@@ -136,26 +157,23 @@ class Sam2ImagePredictor:
         """Embed already normalised (B, 1024, 1024, 3) pixels; ``original_sizes`` (B, 2) as (height, width).
 
         ``batch`` says whether ``predict_batch`` (True) or ``predict`` (False) answers; by default B > 1."""
-        pixel_values = np.asarray(pixel_values, np.float32)
-        if pixel_values.ndim != 4 or pixel_values.shape[1:] != (self.image_size, self.image_size, 3):
-            raise ValueError(
-                f"pixel_values must be (B, {self.image_size}, {self.image_size}, 3), got {pixel_values.shape}"
-            )
-        self._features = self._encode(self.params, pixel_values)
-        self._orig_hw = [tuple(int(v) for v in hw) for hw in np.asarray(original_sizes).reshape(-1, 2)]
-        if len(self._orig_hw) != pixel_values.shape[0]:
-            raise ValueError(f"{len(self._orig_hw)} original sizes for {pixel_values.shape[0]} images")
-        self._is_image_set = True
-        self._is_batch = pixel_values.shape[0] > 1 if batch is None else batch
+        self._embedding = self.embed_pixel_values(pixel_values, original_sizes)
+        n = len(self._embedding.original_sizes)
+        self._is_batch = n > 1 if batch is None else batch
+
+    @property
+    def embedding(self) -> ImageEmbedding | None:
+        """The ``ImageEmbedding`` of the image(s) set with ``set_image``/``set_image_batch``, or None."""
+        return self._embedding
 
     def get_image_embedding(self) -> jax.Array:
         """(B, 64, 64, 256) embedding of the current image(s)."""
-        self._require_image()
-        return self._features[-1]
+        return self._require_image().features[-1]
 
-    def _require_image(self):
-        if not self._is_image_set:
+    def _require_image(self) -> ImageEmbedding:
+        if self._embedding is None:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        return self._embedding
 
     # ---- prompts -----------------------------------------------------------------------------------------------
     def predict(
@@ -216,63 +234,16 @@ class Sam2ImagePredictor:
         return outs
 
     def _predict_one(self, img_idx, points, labels, box, mask_input, multimask_output, return_logits, normalize):
-        h, w = self._orig_hw[img_idx]
-        scale = (
-            np.array([self.image_size / w, self.image_size / h], np.float32) if normalize else np.ones(2, np.float32)
+        low_res, scores = self.predict_batched(
+            points,
+            labels,
+            box,
+            mask_input,
+            multimask_output=multimask_output,
+            image_index=img_idx,
+            normalize_coords=normalize,
         )
-        n_prompts = None
-        if points is not None:
-            if labels is None:
-                raise ValueError("point_labels must be supplied if point_coords is supplied.")
-            points = np.asarray(points, np.float32)
-            labels = np.asarray(labels)
-            if points.ndim == 2:
-                points, labels = points[None], labels[None]
-            if points.ndim != 3 or points.shape[-1] != 2:
-                raise ValueError(f"point_coords must be (N, 2) or (B, N, 2), got {points.shape}")
-            if labels.shape != points.shape[:2]:
-                raise ValueError(f"point_labels shape {labels.shape} does not match point_coords {points.shape}")
-            if not np.all(np.isfinite(points)):
-                raise ValueError("point_coords contain a non-finite number")
-            if normalize:
-                _check_inside(points, w, h, "point_coords")
-            points = points * scale
-            n_prompts = points.shape[0]
-        if box is not None:
-            box = np.asarray(box, np.float32)
-            if box.shape[-1] != 4 or box.ndim > 2:
-                raise ValueError(f"box must be (4,) or (B, 4), got {box.shape}")
-            box = box.reshape(-1, 4)
-            if not np.all(np.isfinite(box)):
-                raise ValueError("box contains a non-finite number")
-            if np.any(box[:, 2:] < box[:, :2]):
-                raise ValueError(f"box {int(np.argmax(np.any(box[:, 2:] < box[:, :2], -1)))} has x2 < x1 or y2 < y1")
-            if normalize:
-                _check_inside(box.reshape(-1, 2, 2), w, h, "box")
-            box = box * np.tile(scale, 2)
-            if n_prompts is not None and box.shape[0] != n_prompts:
-                if box.shape[0] == 1:
-                    box = np.repeat(box, n_prompts, axis=0)
-                elif n_prompts == 1:
-                    points, labels = np.repeat(points, box.shape[0], 0), np.repeat(labels, box.shape[0], 0)
-                    n_prompts = box.shape[0]
-                else:
-                    raise ValueError(f"{box.shape[0]} boxes for {n_prompts} point prompts")
-            n_prompts = box.shape[0]
-        if mask_input is not None:
-            mask_input = np.asarray(mask_input, np.float32)
-            if mask_input.ndim == 3:
-                mask_input = mask_input[None]
-            if mask_input.ndim != 4 or mask_input.shape[1] != 1:
-                raise ValueError(f"mask_input must be (1, 256, 256) or (B, 1, 256, 256), got {mask_input.shape}")
-            if n_prompts is None:
-                n_prompts = mask_input.shape[0]
-            elif mask_input.shape[0] not in (1, n_prompts):
-                raise ValueError(f"{mask_input.shape[0]} mask inputs for {n_prompts} prompts")
-        if n_prompts is None:
-            n_prompts = 1
-
-        low_res, scores = self._decode_padded(img_idx, points, labels, box, mask_input, n_prompts, multimask_output)
+        h, w = self._orig_hw[img_idx]
         masks = self.processor.post_process_masks(
             low_res[None],
             [(h, w)],
@@ -282,31 +253,68 @@ class Sam2ImagePredictor:
             max_sprinkle_area=self.max_sprinkle_area,
         )[0]
         low_res = np.clip(low_res, -LOW_RES_CLAMP, LOW_RES_CLAMP)
-        if n_prompts == 1:  # the official predictor squeezes a batch of one
+        if len(scores) == 1:  # the official predictor squeezes a batch of one
             return masks[0], scores[0], low_res[0]
         return masks, scores, low_res
 
-    def _decode_padded(self, img_idx, points, labels, box, mask_input, n_prompts, multimask_output):
-        """Pad prompts to buckets, decode under jit, drop the padding: (P, M, 256, 256), (P, M) NumPy."""
-        p = bucket(n_prompts)
-        args = dict(points=None, labels=None, prompt_mask=None, boxes=None, masks=None)
-        if points is not None:
-            n = bucket(points.shape[1])
-            mask = np.ones(points.shape[:2], bool)
-            args["points"] = _pad_to(_pad_to(points, n, 1), p, 0)[None]
-            args["labels"] = _pad_to(_pad_to(labels.astype(np.int32), n, 1, -1), p, 0, -1)[None]
-            args["prompt_mask"] = _pad_to(_pad_to(mask, n, 1, False), p, 0, False)[None]
-        if box is not None:
-            args["boxes"] = _pad_to(box, p, 0)[None]
+    def predict_batched(
+        self,
+        points=None,
+        labels=None,
+        boxes=None,
+        mask_input=None,
+        *,
+        multimask_output: bool = True,
+        embedding: ImageEmbedding | None = None,
+        image_index: int = 0,
+        normalize_coords: bool = True,
+        pad_to: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Decode P prompts of one image at once: low-res logits (P, M, 256, 256) float32 (not clamped, not
+        post-processed) and IoU scores (P, M), NumPy.
+
+        points (P, N, 2) or (N, 2) and labels (P, N) or (N,) in original image pixels (the model frame with
+        ``normalize_coords=False``), boxes (P, 4) or (4,), mask_input (P, 1, 256, 256) or (1, 256, 256) logits.
+        ``embedding`` (from ``embed_image``) is the image, else image ``image_index`` of the one set with
+        ``set_image``/``set_image_batch``. The prompts are padded once, to ``pad_to`` prompts when given (one
+        compile for batches of up to ``pad_to`` prompts) or else to the next bucket."""
+        emb = self._require_image() if embedding is None else embedding
+        size = emb.original_sizes[image_index]
+        n_masks = None
+        if mask_input is not None:
+            mask_input = np.asarray(mask_input, np.float32)
+            if mask_input.ndim == 3:
+                mask_input = mask_input[None]
+            if mask_input.ndim != 4 or mask_input.shape[1] != 1:
+                raise ValueError(f"mask_input must be (1, 256, 256) or (B, 1, 256, 256), got {mask_input.shape}")
+            n_masks = mask_input.shape[0]
+        enc = prompts.encode(
+            points,
+            labels,
+            boxes,
+            size=size,
+            image_size=self.image_size,
+            n_prompts=n_masks,
+            normalize=normalize_coords,
+        )
+        n = enc.n_prompts
+        if n_masks is not None and n_masks not in (1, n):
+            raise ValueError(f"{n_masks} mask inputs for {n} prompts")
+        p = prompts.bucket(n) if pad_to is None else pad_to
+        if p < n:
+            raise ValueError(f"{n} prompts do not fit pad_to={pad_to}")
+        args = prompts.pad_batch([enc], p, prompts.bucket(enc.n_points))
+        args = {
+            "points": args.get("input_points"),
+            "labels": args.get("input_labels"),
+            "prompt_mask": args.get("prompt_mask"),
+            "boxes": args.get("input_boxes"),
+            "masks": None,
+        }
         if mask_input is not None:
             m = mask_input[:, 0]
-            args["masks"] = (m if m.shape[0] == 1 else _pad_to(m, p, 0))[None]
-        if points is None and box is None:  # mask only (or nothing): no sparse token, as the official predictor
-            args["points"] = np.zeros((1, p, 1, 2), np.float32)
-            args["labels"] = np.full((1, p, 1), -1, np.int32)
-            args["prompt_mask"] = np.zeros((1, p, 1), bool)
-        embeddings = tuple(f[img_idx : img_idx + 1] for f in self._features)
-        low_res, scores = self._decode(
-            self.params, self._image_pe, embeddings, multimask_output=multimask_output, **args
-        )
-        return np.asarray(low_res[0, :n_prompts]), np.asarray(scores[0, :n_prompts])
+            # one mask per prompt is padded with the prompts; a single mask for several prompts is broadcast
+            args["masks"] = (np.pad(m, ((0, p - n), (0, 0), (0, 0))) if len(m) == n else m)[None]
+        features = tuple(f[image_index : image_index + 1] for f in emb.features)
+        low_res, scores = self._decode(self.params, self._image_pe, features, multimask_output=multimask_output, **args)
+        return np.asarray(low_res[0, :n]), np.asarray(scores[0, :n])

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import MaskDecoderConfig
+from ..processing.masks import stability_score
 from .attention import einsum_f32, folding_is_cheaper
 from .implementation import Implementation
 from .layers import Dtype, FeedForward, LayerNorm, gelu
@@ -77,13 +78,6 @@ def from_subpixels(x: jax.Array, h: int, w: int) -> jax.Array:
     n = len(lead)
     x = x.transpose(*range(n), n + 6, n, n + 2, n + 4, n + 1, n + 3, n + 5)
     return x.reshape(*lead, m, 4 * h, 4 * w)
-
-
-def stability_scores(mask_logits: jax.Array, delta: float) -> jax.Array:
-    """IoU between the masks thresholded at +delta and -delta, over the last two axes."""
-    area_i = jnp.sum(mask_logits > delta, axis=(-2, -1)).astype(jnp.float32)
-    area_u = jnp.sum(mask_logits > -delta, axis=(-2, -1)).astype(jnp.float32)
-    return jnp.where(area_u > 0, area_i / jnp.maximum(area_u, 1.0), 1.0)
 
 
 class MaskDecoder(nn.Module):
@@ -234,7 +228,7 @@ class MaskDecoder(nn.Module):
         best_masks = jnp.take_along_axis(multi_masks, best[:, :, None, None, None], axis=2)
         best_iou = jnp.take_along_axis(multi_iou, best[:, :, None], axis=2)
         single_masks, single_iou = masks[:, :, :1], iou_pred[:, :, :1]
-        stable = stability_scores(single_masks, c.dynamic_multimask_stability_delta)
+        stable = stability_score(single_masks, 0.0, c.dynamic_multimask_stability_delta, empty_value=1.0)
         stable = stable >= c.dynamic_multimask_stability_thresh  # (B, P, 1)
         return (
             jnp.where(stable[..., None, None], single_masks, best_masks),

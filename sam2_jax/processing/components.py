@@ -1,5 +1,11 @@
 """Connected components in pure NumPy, and SAM 2's hole filling / sprinkle removal built on them.
 
+``small_regions(mask (..., H, W) bool, max_area)`` -> (small (..., H, W) bool, labels, areas) is the one core
+of both clean-ups: ``fill_holes_and_remove_sprinkles(logits (..., H, W), max_hole_area, max_sprinkle_area,
+threshold)`` -> (..., H, W) float32 logits (the official predictor's, on low-res logits) and
+``remove_small_regions(mask (..., H, W), area, "holes" | "islands")`` -> (mask, changed) (the official
+generator's, on finished masks).
+
 ``connected_components(masks (..., H, W) bool, connectivity=8)`` -> ``(labels, areas)``, both (..., H, W) int:
 labels are 1-based per image (0 on background), areas give every foreground pixel the size of its component
 (0 on background), like the official package's CUDA ``get_connected_components`` (8-connectivity).
@@ -74,6 +80,15 @@ def connected_components(masks: np.ndarray, connectivity: int = 8) -> tuple[np.n
     return labels.reshape(shape), areas.reshape(shape)
 
 
+def small_regions(mask, max_area: float, inclusive: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one core of hole filling and island removal: the pixels of 8-connected components of a boolean mask
+    (..., H, W) whose area is <= ``max_area`` (``< max_area`` when not ``inclusive``), with the components'
+    labels and per-pixel areas (``connected_components``)."""
+    labels, areas = connected_components(mask, connectivity=8)
+    small = (labels > 0) & ((areas <= max_area) if inclusive else (areas < max_area))
+    return small, labels, areas
+
+
 def fill_holes_and_remove_sprinkles(
     mask_logits: np.ndarray, max_hole_area: float, max_sprinkle_area: float, mask_threshold: float = 0.0
 ) -> np.ndarray:
@@ -88,15 +103,37 @@ def fill_holes_and_remove_sprinkles(
     """
     out = np.array(mask_logits, dtype=np.float32, copy=True)
     t = float(mask_threshold)
-    holes = sprinkles = None
-    if max_hole_area > 0:
-        labels, areas = connected_components(out <= t)
-        holes = (labels > 0) & (areas <= max_hole_area)
-    if max_sprinkle_area > 0:
-        labels, areas = connected_components(out > t)
-        sprinkles = (labels > 0) & (areas <= max_sprinkle_area)
+    holes = small_regions(out <= t, max_hole_area)[0] if max_hole_area > 0 else None
+    sprinkles = small_regions(out > t, max_sprinkle_area)[0] if max_sprinkle_area > 0 else None
     if holes is not None:
         out[holes] = np.float32(t + 10.0)
     if sprinkles is not None:
         out[sprinkles] = np.float32(t - 10.0)
     return out
+
+
+def remove_small_regions(mask, area_thresh: float, mode: str) -> tuple[np.ndarray, bool | np.ndarray]:
+    """The official ``remove_small_regions`` on finished masks: fill holes (``mode="holes"``) or drop islands
+    (``"islands"``) of area < ``area_thresh`` in an (H, W) mask, 8-connected; returns the mask and whether any
+    region was small. When every island is small, the largest (the first in raster order among equals) is kept.
+    A stack (..., H, W) is done at once; ``changed`` is then a (...) bool array."""
+    if mode not in ("holes", "islands"):
+        raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
+    mask = np.asarray(mask, bool)
+    holes = mode == "holes"
+    working = mask ^ holes
+    small, labels, areas = small_regions(working, area_thresh, inclusive=False)
+    changed = small.any(axis=(-2, -1))
+    if not changed.any():
+        return mask, (changed if mask.ndim > 2 else False)
+    if holes:
+        out = mask | small
+    else:
+        out = working & ~small
+        none_left = changed & ~out.any(axis=(-2, -1))  # every island small: keep the largest
+        if none_left.any():
+            largest = areas.max(axis=(-2, -1), keepdims=True)
+            first = np.where(working & (areas == largest), labels, np.iinfo(labels.dtype).max)
+            keep = labels == first.min(axis=(-2, -1), keepdims=True)
+            out = np.where(none_left[..., None, None], keep, out)
+    return out, (changed if mask.ndim > 2 else True)
