@@ -33,35 +33,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..processing import boxes as box_ops
 from ..processing import crops, rle
 from ..processing.components import fill_holes_and_remove_sprinkles, remove_small_regions
-from ..processing.masks import stability_score, upsample_bilinear
 from ..utils.progress import progress_bar
+from . import mask_records as records
 from .image_predictor import ImageEmbedding, Sam2ImagePredictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
-_CHUNK = 8  # masks upsampled at once (bounds memory: 8 x H x W float32)
-
-
-def _stats_fn(logits, size, mask_threshold, offset):
-    """Stability score and xyxy box of each full-resolution mask of a chunk of (K, h, w) low-res logits."""
-    full = upsample_bilinear(logits, size)
-    # NaN for a mask empty at the low threshold, as the official score
-    return stability_score(full, mask_threshold, offset, float("nan")), box_ops.mask_to_box(full > mask_threshold)
-
-
-def _binarize_t(logits, size, mask_threshold):
-    """(K, h, w) low-res logits -> (K, W, H) bool full-resolution masks, transposed (column-major for RLE)."""
-    return jnp.swapaxes(upsample_bilinear(logits, size) > mask_threshold, -1, -2)
-
-
-_STATS = jax.jit(_stats_fn, static_argnames=("size",))
-_BINARIZE_T = jax.jit(_binarize_t, static_argnames=("size",))
 
 
 class Sam2AutomaticMaskGenerator:
@@ -128,8 +110,6 @@ class Sam2AutomaticMaskGenerator:
         self.output_mode = output_mode
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
-        self._stats = _STATS  # shared by all generators: one compile per crop size
-        self._binarize_t = _BINARIZE_T
 
     @classmethod
     def from_pretrained(cls, src, dtype=jnp.float32, **kwargs) -> Sam2AutomaticMaskGenerator:
@@ -213,8 +193,8 @@ class Sam2AutomaticMaskGenerator:
         if n == 0:
             return data
         masks, unchanged = [], []
-        for s in range(0, n, _CHUNK):  # full-resolution connected components, a chunk of masks at a time
-            chunk = np.stack([rle.rle_to_mask(r) for r in data["rles"][s : s + _CHUNK]])
+        for s in range(0, n, records.CHUNK):  # full-resolution connected components, a chunk of masks at a time
+            chunk = np.stack([rle.rle_to_mask(r) for r in data["rles"][s : s + records.CHUNK]])
             chunk, holes = remove_small_regions(chunk, min_area, "holes")
             chunk, islands = remove_small_regions(chunk, min_area, "islands")
             masks.append(chunk)
@@ -227,7 +207,7 @@ class Sam2AutomaticMaskGenerator:
         for i, new in zip(changed.tolist(), rle.mask_to_rle(masks[changed]), strict=True):
             out["rles"][i] = new
         out["boxes"][changed] = boxes[changed]
-        return _take(out, keep)
+        return records.take(out, keep)
 
     # ---- internals ---------------------------------------------------------------------------------------------
     def _generate_masks(self, image: np.ndarray, progress: bool, points_per_batch: int | None = None) -> dict[str, Any]:
@@ -240,12 +220,12 @@ class Sam2AutomaticMaskGenerator:
                 self._process_crop(image, box, layer, orig_size, bar, points_per_batch)
                 for box, layer in zip(crop_boxes, layer_idxs, strict=True)
             ]
-        data = _cat(parts)
+        data = records.cat(parts)
         if len(crop_boxes) > 1 and len(data["iou_preds"]):  # prefer masks from smaller crops
             cb = data["crop_boxes"]
             scores = np.float32(1.0) / ((cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1])).astype(np.float32)
             keep = box_ops.batched_nms(data["boxes"].astype(np.float32), scores, None, self.crop_nms_thresh)
-            data = _take(data, keep)
+            data = records.take(data, keep)
         return data
 
     def _process_crop(self, image, crop_box, layer_idx, orig_size, bar, points_per_batch) -> dict[str, Any]:
@@ -259,10 +239,10 @@ class Sam2AutomaticMaskGenerator:
             batch = points[start : start + points_per_batch]
             parts.append(self._process_batch(batch, embedding, crop_box, orig_size, points_per_batch))
             bar.update(1)
-        data = _cat(parts)
+        data = records.cat(parts)
         if len(data["iou_preds"]):
             keep = box_ops.batched_nms(data["boxes"].astype(np.float32), data["iou_preds"], None, self.box_nms_thresh)
-            data = _take(data, keep)
+            data = records.take(data, keep)
         data["boxes"] = crops.uncrop_boxes_xyxy(data["boxes"], crop_box)
         data["points"] = crops.uncrop_points(data["points"], crop_box)
         data["crop_boxes"] = np.tile(np.asarray(crop_box, np.int64), (len(data["iou_preds"]), 1))
@@ -308,45 +288,17 @@ class Sam2AutomaticMaskGenerator:
             data["logits"] = self._fill(np.concatenate(refined)) if refined else data["logits"][:0]
             data["iou_preds"] = np.concatenate(ious) if ious else data["iou_preds"][:0]
         if self.pred_iou_thresh > 0.0:
-            data = _take(data, np.nonzero(data["iou_preds"] > self.pred_iou_thresh)[0])
-        stability, boxes = self._mask_stats(data["logits"], size)
+            data = records.take(data, np.nonzero(data["iou_preds"] > self.pred_iou_thresh)[0])
+        stability, boxes = records.stats(data["logits"], size, self.mask_threshold, self.stability_score_offset)
         data["stability_score"], data["boxes"] = stability, boxes
         if self.stability_score_thresh > 0.0:
-            data = _take(data, np.nonzero(data["stability_score"] >= self.stability_score_thresh)[0])
+            data = records.take(data, np.nonzero(data["stability_score"] >= self.stability_score_thresh)[0])
         orig_h, orig_w = orig_size
         near = crops.is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
-        data = _take(data, np.nonzero(~near)[0])
-        data["rles"] = self._encode_masks(data["logits"], size, crop_box, orig_size)
+        data = records.take(data, np.nonzero(~near)[0])
+        data["rles"] = records.encode_rles(data["logits"], size, crop_box, orig_size, self.mask_threshold)
         del data["logits"], data["low_res"]
         return data
-
-    def _mask_stats(self, logits: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
-        """Stability scores (K,) and xyxy boxes (K, 4) of (K, h, w) logits upsampled to ``size``, chunk by chunk
-        (one compile per crop size; the last chunk padded)."""
-        stability, boxes = [np.zeros(0, np.float32)], [np.zeros((0, 4), np.int64)]
-        for s in range(0, len(logits), _CHUNK):
-            chunk = logits[s : s + _CHUNK]
-            st, bx = self._stats(
-                jnp.asarray(_pad_rows(chunk, _CHUNK)), tuple(size), self.mask_threshold, self.stability_score_offset
-            )
-            stability.append(np.asarray(st)[: len(chunk)])
-            boxes.append(np.asarray(bx)[: len(chunk)].astype(np.int64))
-        return np.concatenate(stability), np.concatenate(boxes)
-
-    def _encode_masks(self, logits, size, crop_box, orig_size) -> list[dict]:
-        """RLEs of the binarised full-resolution masks in the image frame, upsampled chunk by chunk in jit."""
-        x0, y0, x1, y1 = crop_box
-        orig_h, orig_w = orig_size
-        pad = ((0, 0), (x0, orig_w - x1), (y0, orig_h - y1))  # in the transposed (W, H) frame
-        rles = []
-        for s in range(0, len(logits), _CHUNK):
-            chunk = logits[s : s + _CHUNK]
-            masks_t = self._binarize_t(jnp.asarray(_pad_rows(chunk, _CHUNK)), tuple(size), self.mask_threshold)
-            masks_t = np.asarray(masks_t)[: len(chunk)]
-            if any(p != (0, 0) for p in pad):
-                masks_t = np.pad(masks_t, pad)
-            rles.extend(rle.mask_to_rle(masks_t, transposed=True))
-        return rles
 
 
 def _as_image(image) -> np.ndarray:
@@ -357,35 +309,3 @@ def _as_image(image) -> np.ndarray:
     if image.ndim != 3 or image.shape[-1] != 3 or 0 in image.shape:
         raise ValueError(f"image must be (H, W, 3) RGB, got shape {image.shape}")
     return image
-
-
-def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
-    return np.pad(x, ((0, n - len(x)), (0, 0), (0, 0)))
-
-
-def _take(data: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
-    out = {}
-    for k, v in data.items():
-        out[k] = [v[i] for i in idx] if isinstance(v, list) else v[idx]
-    return out
-
-
-def _empty() -> dict[str, Any]:
-    return {
-        "iou_preds": np.zeros(0, np.float32),
-        "points": np.zeros((0, 2), np.float32),
-        "stability_score": np.zeros(0, np.float32),
-        "boxes": np.zeros((0, 4), np.int64),
-        "crop_boxes": np.zeros((0, 4), np.int64),
-        "rles": [],
-    }
-
-
-def _cat(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    if not parts:
-        return _empty()
-    out = {}
-    for k in parts[0]:
-        vals = [p[k] for p in parts]
-        out[k] = [x for v in vals for x in v] if isinstance(vals[0], list) else np.concatenate(vals)
-    return out

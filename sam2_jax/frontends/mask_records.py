@@ -1,0 +1,95 @@
+"""Candidate masks of automatic mask generation, as the official ``MaskData``: a dict of aligned per-mask
+arrays (``iou_preds`` (K,), ``points`` (K, 2), ``stability_score`` (K,), ``boxes`` (K, 4) xyxy, ``crop_boxes``
+(K, 4), ``rles`` a list of K dicts), and the full-resolution work done on them on the device.
+
+``take(data, idx)`` / ``cat(parts)`` select and join records. ``stats(logits (K, h, w), size, threshold, offset)``
+upsamples low-res logits to ``size`` = (H, W) under jit, ``CHUNK`` masks at a time (bounds memory to CHUNK x H x W
+float32; one compile per size, the last chunk padded), and returns stability scores (K,) (NaN for a mask empty at
+the low threshold, as the official score) and xyxy boxes (K, 4) int64. ``encode_rles(logits, size, crop_box,
+orig_size, threshold)`` binarises the upsampled masks, places them in the image frame and run-length encodes them
+(column-major, from a transposed mask so that no copy is needed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..processing import boxes as box_ops
+from ..processing import rle
+from ..processing.masks import stability_score, upsample_bilinear
+
+CHUNK = 8  # masks upsampled at once
+
+
+@jax.jit(static_argnames=("size",))
+def _stats(logits, size, mask_threshold, offset):
+    full = upsample_bilinear(logits, size)
+    return stability_score(full, mask_threshold, offset, float("nan")), box_ops.mask_to_box(full > mask_threshold)
+
+
+@jax.jit(static_argnames=("size",))
+def _binarize_t(logits, size, mask_threshold):
+    """(K, h, w) low-res logits -> (K, W, H) bool full-resolution masks, transposed (column-major for RLE)."""
+    return jnp.swapaxes(upsample_bilinear(logits, size) > mask_threshold, -1, -2)
+
+
+def _chunks(logits: np.ndarray):
+    """(padded chunk as a device array, its real length), CHUNK masks at a time."""
+    for s in range(0, len(logits), CHUNK):
+        chunk = logits[s : s + CHUNK]
+        yield jnp.asarray(np.pad(chunk, ((0, CHUNK - len(chunk)), (0, 0), (0, 0)))), len(chunk)
+
+
+def stats(logits: np.ndarray, size, mask_threshold: float, offset: float) -> tuple[np.ndarray, np.ndarray]:
+    """Stability scores (K,) and xyxy boxes (K, 4) of (K, h, w) logits upsampled to ``size``."""
+    stability, boxes = [np.zeros(0, np.float32)], [np.zeros((0, 4), np.int64)]
+    for chunk, n in _chunks(logits):
+        st, bx = _stats(chunk, tuple(size), mask_threshold, offset)
+        stability.append(np.asarray(st)[:n])
+        boxes.append(np.asarray(bx)[:n].astype(np.int64))
+    return np.concatenate(stability), np.concatenate(boxes)
+
+
+def encode_rles(logits: np.ndarray, size, crop_box, orig_size, mask_threshold: float) -> list[dict]:
+    """RLEs of the binarised full-resolution masks of a crop, in the image frame."""
+    x0, y0, x1, y1 = crop_box
+    orig_h, orig_w = orig_size
+    pad = ((0, 0), (x0, orig_w - x1), (y0, orig_h - y1))  # in the transposed (W, H) frame
+    rles = []
+    for chunk, n in _chunks(logits):
+        masks_t = np.asarray(_binarize_t(chunk, tuple(size), mask_threshold))[:n]
+        if any(p != (0, 0) for p in pad):
+            masks_t = np.pad(masks_t, pad)
+        rles.extend(rle.mask_to_rle(masks_t, transposed=True))
+    return rles
+
+
+def take(data: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
+    """The records at ``idx``."""
+    return {k: [v[i] for i in idx] if isinstance(v, list) else v[idx] for k, v in data.items()}
+
+
+def empty() -> dict[str, Any]:
+    return {
+        "iou_preds": np.zeros(0, np.float32),
+        "points": np.zeros((0, 2), np.float32),
+        "stability_score": np.zeros(0, np.float32),
+        "boxes": np.zeros((0, 4), np.int64),
+        "crop_boxes": np.zeros((0, 4), np.int64),
+        "rles": [],
+    }
+
+
+def cat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The records of ``parts`` one after another (``empty()`` for none)."""
+    if not parts:
+        return empty()
+    out = {}
+    for k in parts[0]:
+        vals = [p[k] for p in parts]
+        out[k] = [x for v in vals for x in v] if isinstance(vals[0], list) else np.concatenate(vals)
+    return out
