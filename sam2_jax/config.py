@@ -1,8 +1,9 @@
-"""Frozen configuration dataclasses for the SAM 2 image model, with one preset per checkpoint.
+"""Frozen configuration dataclasses for the SAM 2 image and video models, with one preset per checkpoint.
 
 Field names follow transformers' ``Sam2HieraDetConfig`` / ``Sam2VisionConfig`` / ``Sam2PromptEncoderConfig`` /
-``Sam2MaskDecoderConfig`` so that a transformers ``config.json`` reads field for field. Lists become tuples
-so that every config is hashable and can be a static argument of ``jax.jit``.
+``Sam2MaskDecoderConfig`` and the top-level fields of ``Sam2VideoConfig`` (``VideoConfig``, held as
+``Sam2Config.video_config`` and written back at the top level) so that a transformers ``config.json`` reads field
+for field. Lists become tuples so that every config is hashable and can be a static argument of ``jax.jit``.
 
 ``CHECKPOINTS`` is the single registry from a checkpoint name (``facebook/sam2.1-hiera-tiny``...) to its
 config; ``get_config`` looks names up in it.
@@ -13,16 +14,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "HieraConfig",
+    "VideoConfig",
     "VisionConfig",
     "PromptEncoderConfig",
     "MaskDecoderConfig",
     "Sam2Config",
     "CHECKPOINTS",
     "MODEL_SIZES",
+    "VIDEO_RELEASES",
     "get_config",
 ]
 
@@ -229,12 +232,153 @@ class MaskDecoderConfig(_ConfigBase):
 
 
 @dataclass(frozen=True)
+class VideoConfig(_ConfigBase):
+    """The video model's memory modules and tracking options (the top-level fields of transformers'
+    ``Sam2VideoConfig``, same names), plus the official options transformers hard-codes.
+
+    The official yaml names are properties (``no_obj_embed_spatial``, ``proj_tpos_enc_in_obj_ptrs``...), so that
+    one field drives both spellings. sam2 and sam2.1 differ only in ``enable_occlusion_spatial_embedding``
+    (official ``no_obj_embed_spatial``) and ``enable_temporal_pos_encoding_for_object_pointers`` (official
+    ``add_tpos_enc_to_obj_ptrs``, ``proj_tpos_enc_in_obj_ptrs`` and ``use_signed_tpos_enc_to_obj_ptrs``, all on in
+    sam2.1 and off in sam2); see ``VIDEO_RELEASES``. Dropout rates are kept for the round trip and ignored
+    (inference only).
+    """
+
+    num_maskmem: int = 7
+    image_size: int = 1024
+    sigmoid_scale_for_mem_enc: float = 20.0
+    sigmoid_bias_for_mem_enc: float = -10.0
+    enable_occlusion_spatial_embedding: bool = True
+    multimask_output_in_sam: bool = True
+    multimask_min_pt_num: int = 0
+    multimask_max_pt_num: int = 1
+    multimask_output_for_tracking: bool = True
+    max_object_pointers_in_encoder: int = 16
+    max_cond_frame_num: int = -1
+    enable_temporal_pos_encoding_for_object_pointers: bool = True
+    # memory attention
+    memory_attention_hidden_size: int = 256
+    memory_attention_num_layers: int = 4
+    memory_attention_num_attention_heads: int = 1
+    memory_attention_downsample_rate: int = 1
+    memory_attention_feed_forward_hidden_size: int = 2048
+    memory_attention_feed_forward_hidden_act: str = "relu"
+    memory_attention_dropout: float = 0.1
+    memory_attention_rope_feat_sizes: tuple[int, int] = (64, 64)
+    memory_attention_rope_dropout: float = 0.1
+    memory_attention_rope_theta: float = 10000.0  # transformers: rope_parameters["rope_theta"]
+    # memory encoder
+    memory_encoder_hidden_size: int = 256
+    memory_encoder_output_channels: int = 64
+    mask_downsampler_embed_dim: int = 256
+    mask_downsampler_kernel_size: int = 3
+    mask_downsampler_stride: int = 2
+    mask_downsampler_padding: int = 1
+    mask_downsampler_total_stride: int = 16
+    mask_downsampler_hidden_act: str = "gelu"
+    memory_fuser_num_layers: int = 2
+    memory_fuser_embed_dim: int = 256
+    memory_fuser_intermediate_dim: int = 1024
+    memory_fuser_kernel_size: int = 7
+    memory_fuser_padding: int = 3
+    memory_fuser_layer_scale_init_value: float = 1e-6
+    memory_fuser_hidden_act: str = "gelu"
+    # official options that transformers' Sam2VideoModel hard-codes (the official video predictor's values)
+    binarize_mask_from_pts_for_mem_enc: bool = True  # yaml False; build_sam2_video_predictor turns it on
+    use_mask_input_as_output_without_sam: bool = True
+    directly_add_no_mem_embed: bool = True
+    use_multimask_token_for_obj_ptr: bool = True
+    only_obj_ptrs_in_the_past_for_eval: bool = True
+
+    # the official options above that transformers' config does not have (it hard-codes their values)
+    OFFICIAL_ONLY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "binarize_mask_from_pts_for_mem_enc",
+        "use_mask_input_as_output_without_sam",
+        "directly_add_no_mem_embed",
+        "use_multimask_token_for_obj_ptr",
+        "only_obj_ptrs_in_the_past_for_eval",
+    )
+
+    def __post_init__(self):
+        object.__setattr__(self, "memory_attention_rope_feat_sizes", _pair(self.memory_attention_rope_feat_sizes))
+        for name in (
+            "memory_attention_feed_forward_hidden_act",
+            "mask_downsampler_hidden_act",
+            "memory_fuser_hidden_act",
+        ):
+            if getattr(self, name) not in ("gelu", "relu"):
+                raise ValueError(f"VideoConfig.{name} {getattr(self, name)!r} is not supported ('gelu' or 'relu')")
+        stride, total = self.mask_downsampler_stride, self.mask_downsampler_total_stride
+        if stride**self.mask_downsampler_num_layers != total:
+            raise ValueError("VideoConfig.mask_downsampler_total_stride must be a power of mask_downsampler_stride")
+        if self.memory_attention_hidden_size % (
+            self.memory_attention_downsample_rate * self.memory_attention_num_attention_heads * 4
+        ):
+            raise ValueError("the memory attention's head width must be a multiple of 4 (2-D axial RoPE)")
+        if self.num_maskmem < 1:
+            raise ValueError("VideoConfig.num_maskmem must be at least 1")
+
+    @property
+    def mask_downsampler_num_layers(self) -> int:
+        stride, total, n = self.mask_downsampler_stride, self.mask_downsampler_total_stride, 0
+        while stride > 1 and total % stride == 0 and total > 1:
+            total, n = total // stride, n + 1
+        return n
+
+    # ---- the official yaml names of the same settings ----------------------------------------------------------
+    @property
+    def no_obj_embed_spatial(self) -> bool:
+        return self.enable_occlusion_spatial_embedding
+
+    @property
+    def add_tpos_enc_to_obj_ptrs(self) -> bool:
+        return self.enable_temporal_pos_encoding_for_object_pointers
+
+    @property
+    def proj_tpos_enc_in_obj_ptrs(self) -> bool:
+        return self.enable_temporal_pos_encoding_for_object_pointers
+
+    @property
+    def use_signed_tpos_enc_to_obj_ptrs(self) -> bool:
+        return self.enable_temporal_pos_encoding_for_object_pointers
+
+    @property
+    def max_obj_ptrs_in_encoder(self) -> int:
+        return self.max_object_pointers_in_encoder
+
+    @property
+    def max_cond_frames_in_attn(self) -> int:
+        return self.max_cond_frame_num
+
+    @property
+    def mem_dim(self) -> int:
+        return self.memory_encoder_output_channels
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VideoConfig:
+        """The top-level video fields of a transformers ``sam2_video`` config.json (other keys must be removed)."""
+        data = dict(data)
+        rope = data.pop("rope_parameters", None) or {}
+        if rope.get("rope_type", "axial") != "axial":
+            raise ValueError(f"only axial RoPE is supported, got rope_type {rope.get('rope_type')!r}")
+        if "rope_theta" in rope:
+            data.setdefault("memory_attention_rope_theta", rope["rope_theta"])
+        return cls(**cls._known(data, "sam2_video config"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _lists(dataclasses.asdict(self))
+        out["rope_parameters"] = {"rope_type": "axial", "rope_theta": out.pop("memory_attention_rope_theta")}
+        return out
+
+
+@dataclass(frozen=True)
 class Sam2Config(_ConfigBase):
     """The SAM 2 image model: vision encoder, prompt encoder and mask decoder."""
 
     vision_config: VisionConfig = field(default_factory=VisionConfig)
     prompt_encoder_config: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
     mask_decoder_config: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
+    video_config: VideoConfig = field(default_factory=VideoConfig)  # used by Sam2VideoModel only
 
     def __post_init__(self):
         vc, pc, mc = self.vision_config, self.prompt_encoder_config, self.mask_decoder_config
@@ -242,6 +386,25 @@ class Sam2Config(_ConfigBase):
             raise ValueError("fpn_hidden_size, prompt encoder and mask decoder hidden sizes must agree")
         if vc.backbone_config.image_size != (pc.image_size, pc.image_size):
             raise ValueError("the backbone and the prompt encoder must use the same square image size")
+
+    def check_video(self) -> None:
+        """Raise if ``video_config`` does not fit the image model (checked when a video model is built: the image
+        model ignores ``video_config``, so an image-only config may keep the full-size defaults)."""
+        vc, v = self.vision_config, self.video_config
+        if v.image_size != self.prompt_encoder_config.image_size:
+            raise ValueError("video_config.image_size must equal the prompt encoder's image_size")
+        widths = {
+            "memory_attention_hidden_size": v.memory_attention_hidden_size,
+            "memory_encoder_hidden_size": v.memory_encoder_hidden_size,
+            "mask_downsampler_embed_dim": v.mask_downsampler_embed_dim,
+            "memory_fuser_embed_dim": v.memory_fuser_embed_dim,
+        }
+        wrong = sorted(k for k, w in widths.items() if w != vc.fpn_hidden_size)
+        if wrong:
+            raise ValueError(f"video_config {wrong} must equal fpn_hidden_size {vc.fpn_hidden_size}")
+        grid = self.prompt_encoder_config.image_embedding_size
+        if v.memory_attention_rope_feat_sizes != (grid, grid):
+            raise ValueError(f"video_config.memory_attention_rope_feat_sizes must be the {grid}x{grid} embedding grid")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sam2Config:
@@ -252,10 +415,13 @@ class Sam2Config(_ConfigBase):
         missing = [k for k in ("vision_config", "prompt_encoder_config", "mask_decoder_config") if k not in data]
         if missing:
             raise ValueError(f"SAM 2 config lacks {missing}")
-        return cls(
+        subs = ("vision_config", "prompt_encoder_config", "mask_decoder_config")
+        video = {k: v for k, v in data.items() if k not in subs and k not in cls._IGNORED_KEYS}
+        return cls(  # an image model's config.json has no video fields: the defaults (sam2.1, 1024 px) then
             vision_config=VisionConfig.from_dict(data["vision_config"]),
             prompt_encoder_config=PromptEncoderConfig.from_dict(data["prompt_encoder_config"]),
             mask_decoder_config=MaskDecoderConfig.from_dict(data["mask_decoder_config"]),
+            video_config=VideoConfig.from_dict(video),
         )
 
     @classmethod
@@ -264,8 +430,11 @@ class Sam2Config(_ConfigBase):
             return cls.from_dict(json.load(f))
 
     def to_dict(self) -> dict[str, Any]:
-        """A transformers-style ``config.json`` dict (lists, ``model_type`` on every sub-config)."""
+        """A transformers-style ``config.json`` dict (lists, ``model_type`` on every sub-config, the video fields at
+        the top level as in ``Sam2VideoConfig``)."""
         out = _lists(dataclasses.asdict(self))
+        del out["video_config"]
+        out.update(self.video_config.to_dict())  # transformers keeps the video fields at the top level
         out["model_type"] = "sam2"
         out["vision_config"]["model_type"] = "sam2_vision_model"
         out["vision_config"]["backbone_config"]["model_type"] = "sam2_hiera_det_model"
@@ -299,7 +468,8 @@ def _preset(
     )
 
 
-# The image path of sam2 and sam2.1 is the same architecture; the releases differ in weights only.
+# The image path of sam2 and sam2.1 is the same architecture; the releases differ in weights and in two video
+# options (``VIDEO_RELEASES``). A size's preset is the sam2.1 one.
 MODEL_SIZES: dict[str, Sam2Config] = {
     "tiny": _preset((96, 192, 384, 768), (1, 2, 4, 8), (1, 2, 7, 2), (5, 7, 9)),
     "small": _preset((96, 192, 384, 768), (1, 2, 4, 8), (1, 2, 11, 2), (7, 10, 13)),
@@ -307,18 +477,29 @@ MODEL_SIZES: dict[str, Sam2Config] = {
     "large": _preset((144, 288, 576, 1152), (2, 4, 8, 16), (2, 6, 36, 4), (23, 33, 43), windows=(8, 4, 16, 8)),
 }
 
+# The video options of each release (official yaml: sam2.1 turns on no_obj_embed_spatial, add_tpos_enc_to_obj_ptrs,
+# proj_tpos_enc_in_obj_ptrs and use_signed_tpos_enc_to_obj_ptrs; sam2 has them off). Every size shares them.
+VIDEO_RELEASES: dict[str, VideoConfig] = {
+    "sam2": VideoConfig(
+        enable_occlusion_spatial_embedding=False, enable_temporal_pos_encoding_for_object_pointers=False
+    ),
+    "sam2.1": VideoConfig(),
+}
+
 _HUB_SIZE_NAMES = {"tiny": "tiny", "small": "small", "base_plus": "base-plus", "large": "large"}
 
 # Registry: checkpoint name -> config. Hub repo ids and the short names of the original .pt files.
 CHECKPOINTS: dict[str, Sam2Config] = {}
 for _size, _cfg in MODEL_SIZES.items():
-    for _release in ("sam2", "sam2.1"):
-        CHECKPOINTS[f"facebook/{_release}-hiera-{_HUB_SIZE_NAMES[_size]}"] = _cfg
-        CHECKPOINTS[f"{_release}_hiera_{_size}"] = _cfg
+    for _release, _video in VIDEO_RELEASES.items():
+        _release_cfg = _cfg if _video == _cfg.video_config else dataclasses.replace(_cfg, video_config=_video)
+        CHECKPOINTS[f"facebook/{_release}-hiera-{_HUB_SIZE_NAMES[_size]}"] = _release_cfg
+        CHECKPOINTS[f"{_release}_hiera_{_size}"] = _release_cfg
 
 
 def get_config(name: str) -> Sam2Config:
-    """The config of a checkpoint name (``facebook/sam2.1-hiera-tiny``, ``sam2.1_hiera_tiny``) or a size (``tiny``)."""
+    """The config of a checkpoint name (``facebook/sam2.1-hiera-tiny``, ``sam2.1_hiera_tiny``) or a size (``tiny``,
+    the sam2.1 release)."""
     if name in MODEL_SIZES:
         return MODEL_SIZES[name]
     if name in CHECKPOINTS:

@@ -38,7 +38,28 @@ def tiny_test_config() -> Sam2Config:
     )
 
 
+def tiny_video_test_config() -> Sam2Config:
+    """``tiny_test_config`` with a video part of the same width: 32-wide memory attention (4 layers, RoPE on the
+    16x16 grid), 32-wide memory encoder with transformers' fixed 64-channel memories."""
+    import dataclasses
+
+    from sam2_jax.config import VideoConfig
+
+    video = VideoConfig(
+        image_size=256,
+        memory_attention_hidden_size=32,
+        memory_attention_feed_forward_hidden_size=64,
+        memory_attention_rope_feat_sizes=(16, 16),
+        memory_encoder_hidden_size=32,
+        mask_downsampler_embed_dim=32,
+        memory_fuser_embed_dim=32,
+        memory_fuser_intermediate_dim=64,
+    )
+    return dataclasses.replace(tiny_test_config(), video_config=video)
+
+
 def to_transformers_config(config: Sam2Config, video: bool = False):
+    """transformers' ``Sam2Config``, or with ``video`` its ``Sam2VideoConfig`` with every video field."""
     import transformers
 
     d = config.to_dict()
@@ -48,7 +69,11 @@ def to_transformers_config(config: Sam2Config, video: bool = False):
         mask_decoder_config=d["mask_decoder_config"],
     )
     if video:
-        return transformers.Sam2VideoConfig(**kwargs)
+        from sam2_jax.config import VideoConfig
+
+        # without the official-only options, which transformers hard-codes
+        v = {k: x for k, x in config.video_config.to_dict().items() if k not in VideoConfig.OFFICIAL_ONLY_FIELDS}
+        return transformers.Sam2VideoConfig(**kwargs, **v)
     return transformers.Sam2Config(**kwargs)
 
 
@@ -56,14 +81,19 @@ def randomize_(module, seed: int = 0) -> None:
     """Overwrite every parameter and buffer with random values of a sensible scale, in place.
 
     LayerNorm scales land around 1, biases around 0 with spread, matrices at 1/sqrt(fan_in), and the
-    zero-initialised tensors (positional embeddings, ``no_memory_embedding``, tokens) get unit-scale noise.
+    zero-initialised tensors (positional embeddings, ``no_memory_embedding``, tokens, the video model's memory
+    encodings and pointers) and the memory fuser's layer scales (``scale`` / official ``gamma``, 1e-6 at init) get
+    unit-scale noise.
     """
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         tensors = dict(module.named_parameters())
-        tensors.update(dict(module.named_buffers()))
+        # buffers saved with the weights; the non-persistent ones are derived constants (the memory attention's
+        # RoPE frequencies) that no checkpoint carries, so they keep their values
+        persistent = set(module.state_dict())
+        tensors.update({n: b for n, b in module.named_buffers() if n in persistent})
         for name, t in sorted(tensors.items()):
             if not t.is_floating_point():
                 continue

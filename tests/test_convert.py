@@ -1,5 +1,6 @@
 """The conversion command (``sam2-jax convert``, ``python -m convert``) and the loaders behind it: round trips,
-bad inputs, atomic output, the Hub's video layout, converted directories that do not fit."""
+bad inputs, atomic output, the Hub's video layout (converted whole, loaded as the image or the video model),
+converted directories that do not fit."""
 
 from __future__ import annotations
 
@@ -147,19 +148,30 @@ def test_load_sources_agree(small_ref, hf_dir, tmp_path):
     assert jax.tree_util.tree_leaves(params)[0].dtype == jax.numpy.bfloat16
 
 
-def test_hub_video_layout_matches_image_model(small_ref, tmp_path):
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory):
+    """A randomised transformers Sam2VideoModel (small config with its video part) saved with save_pretrained:
+    the Hub's layout."""
+    from reference import build_transformers_model, tiny_video_test_config
+
+    video = build_transformers_model(tiny_video_test_config(), seed=5, video=True)
+    d = tmp_path_factory.mktemp("video") / "model"
+    video.save_pretrained(d)
+    return video, d
+
+
+def test_hub_video_layout_matches_image_model(small_ref, video_dir):
     """The Hub ships Sam2VideoModel weights: converting them gives the image model's answers."""
     import torch
     from reference import build_transformers_model
 
-    video = build_transformers_model(small_ref.config, seed=5, video=True)
-    video_dir = tmp_path / "video"
-    video.save_pretrained(video_dir)
-    assert json.loads((video_dir / "config.json").read_text())["model_type"] == "sam2_video"
+    video, path = video_dir
+    assert json.loads((path / "config.json").read_text())["model_type"] == "sam2_video"
     image_model = build_transformers_model(small_ref.config, seed=6)
     missing, unexpected = image_model.load_state_dict(video.state_dict(), strict=False)
     assert not missing, missing  # every image tensor exists in the video layout
-    model, params = sam2_jax.load(video_dir)
+    model, params = sam2_jax.load(path)
+    assert type(model) is sam2_jax.Sam2Model and "memory_attention" not in params
     rng = np.random.default_rng(3)
     s = small_ref.size
     pixels = rng.standard_normal((1, s, s, 3)).astype(np.float32)
@@ -174,6 +186,55 @@ def test_hub_video_layout_matches_image_model(small_ref, tmp_path):
     out = model.apply({"params": params}, pixel_values=pixels, input_points=points, input_labels=labels)
     assert_rel_close(out.pred_masks, ref.pred_masks.numpy(), 1e-4, "video-layout masks")
     assert_rel_close(out.iou_scores, ref.iou_scores.numpy(), 1e-4, "video-layout iou")
+
+
+def test_converted_video_checkpoint_loads_into_both_models(convert, video_dir, tmp_path):
+    """``convert`` writes the whole video tree; the converted directory loads as the image model (its subset) and
+    as the video model (every tensor), whose memory encoder then answers as transformers' does."""
+    import torch
+    from reference import state_dict_numpy, tiny_video_test_config
+
+    from sam2_jax.checkpoints.key_mapping import convert_state_dict
+    from sam2_jax.modeling.sam2_video_model import Sam2VideoModel, image_params
+
+    video, path = video_dir
+    out = tmp_path / "converted"
+    assert convert([str(path), str(out)]) == 0
+    expected = convert_state_dict(state_dict_numpy(video), tiny_video_test_config())
+    image_model, image = sam2_jax.load(out)
+    _same_tree(image, image_params(expected))
+    assert type(image_model) is sam2_jax.Sam2Model
+    video_model, params = sam2_jax.load(out, video=True)
+    assert type(video_model) is Sam2VideoModel and video_model.config == tiny_video_test_config()
+    _same_tree(params, expected)
+    _same_tree(sam2_jax.load_params(path)[1], expected)  # straight from the transformers dir too
+    rng = np.random.default_rng(4)
+    feats = rng.standard_normal((1, 16, 16, 32)).astype(np.float32)
+    masks = rng.uniform(-10, 10, (1, 256, 256, 1)).astype(np.float32)
+    ours, _ = video_model.apply({"params": params}, feats, masks, method=Sam2VideoModel.encode_memory)
+    with torch.no_grad():
+        ref, _ = video.memory_encoder(
+            torch.from_numpy(feats).permute(0, 3, 1, 2), torch.from_numpy(masks).permute(0, 3, 1, 2)
+        )
+    assert_rel_close(ours, ref.permute(0, 2, 3, 1).numpy(), 1e-5, "converted memory encoder")
+
+
+def test_official_pt_converts_to_the_video_tree(official_tiny, official_converted):
+    """``sam2-jax convert`` of an original .pt keeps every tensor (the 469 leaves of the video model)."""
+    from sam2_jax.modeling.sam2_video_model import Sam2VideoModel
+
+    model, params = sam2_jax.load(official_converted, video=True)
+    assert type(model) is Sam2VideoModel and model.config == sam2_jax.get_config("tiny")
+    assert len(flatten_dict(params)) == 469
+    np.testing.assert_array_equal(
+        np.asarray(params["memory_encoder"]["memory_fuser"]["layers_1"]["scale"]),
+        official_tiny[0].memory_encoder.fuser.layers[1].gamma.detach().numpy(),
+    )
+
+
+def test_video_model_needs_video_tensors(hf_dir):
+    with pytest.raises(CheckpointError, match="image model only"):
+        sam2_jax.load(hf_dir, video=True)
 
 
 def test_loader_rejects_mismatched_converted_dir(hf_dir, tmp_path):

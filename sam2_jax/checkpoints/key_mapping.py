@@ -1,27 +1,31 @@
-"""The key-mapping tables: SAM 2 state-dict keys -> the Flax param tree of ``Sam2Model``, and applying them.
+"""The key-mapping tables: SAM 2 state-dict keys -> the Flax param tree of ``Sam2VideoModel`` / ``Sam2Model``.
 
 In: a state dict ``{key: np.ndarray}`` of one source layout and a ``Sam2Config``. Out: the nested Flax param
 dict (float32 NumPy), every tensor used once, every leaf filled, every shape checked; otherwise one
 ``CheckpointError`` listing all missing, unexpected and mis-shaped keys. This module is the one place for key
 names; reading files is ``readers``' job, checking shapes ``validation``'s.
 
+A state dict with video tensors (the Hub's ``Sam2VideoModel`` layout, every original ``.pt``) converts into the
+video model's tree (``Sam2VideoModel``: every tensor used, nothing skipped); one without (transformers
+``Sam2Model``) into the image model's tree. The image model's params are the video tree without its video-only
+subtrees (``sam2_video_model.image_params``), so one converted directory serves both models.
+
 Source layouts (``LAYOUTS``):
 
-* ``"transformers"`` (``Sam2Model``, and the Hub's ``Sam2VideoModel`` ``model.safetensors``): ``TRANSFORMERS_RULES``
-  maps every image-model key to a Flax path and a layout transform; the video model's extra keys are skipped
-  only if ``TRANSFORMERS_VIDEO_ONLY`` lists them.
+* ``"transformers"`` (``Sam2Model`` and ``Sam2VideoModel``): ``TRANSFORMERS_RULES`` maps every key to a Flax
+  path and a layout transform.
 * ``"official"`` (the facebookresearch ``.pt`` state dict): ``OFFICIAL_RENAMES`` rewrites its key names to
   transformers' (``OFFICIAL_MERGES`` stacks the four point embeddings, ``OFFICIAL_COPIES`` sends the one Fourier
-  matrix to both of its destinations), then the transformers rules apply. Its video keys are listed in
-  ``OFFICIAL_VIDEO_ONLY``.
+  matrix to both of its destinations), then the transformers rules apply.
 
-Extending (the video model): add its key rules to ``TRANSFORMERS_RULES`` / ``OFFICIAL_RENAMES``. A layout's
-``unused`` list is applied before any rule, so the image layouts keep skipping those keys; register a new
-``Layout`` in ``LAYOUTS`` whose ``unused`` list is empty.
+A layout's ``unused`` list (full-match patterns skipped before any rule) is the place for tensors a model
+deliberately ignores; it is empty for every known layout, since the video model uses every tensor. Keys matching
+no rule are reported, never skipped silently.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from flax.traverse_util import unflatten_dict
 
-from ..config import MODEL_SIZES, Sam2Config
+from ..config import MODEL_SIZES, VIDEO_RELEASES, Sam2Config
 from .errors import CheckpointError
 from .validation import check_params
 
@@ -73,29 +77,24 @@ TRANSFORMERS_RULES: list[Rule] = [
     (r"(mask_decoder\.(?:iou_token|mask_tokens|obj_score_token))\.weight", r"\1.embedding", IDENTITY),
     (r"((?:prompt_encoder\.shared_embedding|shared_image_embedding)\.positional_embedding)", r"\1", IDENTITY),
     (r"no_memory_embedding", r"no_memory_embedding", IDENTITY),
+    # video model: learned embeddings stored as parameters, convolutions
+    (
+        r"(no_memory_positional_encoding|memory_temporal_positional_encoding|no_object_pointer"
+        r"|occlusion_spatial_embedding_parameter)",
+        r"\1",
+        IDENTITY,
+    ),
+    (r"(memory_encoder\.memory_fuser\.layers\.\d+)\.scale", r"\1.scale", IDENTITY),  # layer scale (gamma)
+    (
+        r"(memory_encoder\.(?:mask_downsampler\.layers\.\d+\.conv|mask_downsampler\.final_conv|feature_projection"
+        r"|memory_fuser\.layers\.\d+\.depthwise_conv|projection))\.weight",
+        r"\1.kernel",
+        CONV,
+    ),
+    (r"mask_downsample\.weight", r"mask_downsample.kernel", CONV),
     (r"(.*\.(?:layer_norm\d?|upscale_layer_norm|layer_norm_final_attn))\.weight", r"\1.scale", IDENTITY),
     (r"(.*)\.weight", r"\1.kernel", LINEAR),  # every remaining weight is an nn.Linear
     (r"(.*)\.bias", r"\1.bias", IDENTITY),
-]
-
-# Keys of transformers' Sam2VideoModel (the Hub layout) that the image model deliberately does not use.
-TRANSFORMERS_VIDEO_ONLY: list[str] = [
-    r"memory_attention\.layers\.\d+\.(self_attn|cross_attn_image)\.[qkvo]_proj\.(weight|bias)",
-    r"memory_attention\.layers\.\d+\.(layer_norm[123]|linear[12])\.(weight|bias)",
-    r"memory_attention\.layer_norm\.(weight|bias)",
-    r"memory_encoder\.mask_downsampler\.layers\.\d+\.(conv|layer_norm)\.(weight|bias)",
-    r"memory_encoder\.mask_downsampler\.final_conv\.(weight|bias)",
-    r"memory_encoder\.feature_projection\.(weight|bias)",
-    r"memory_encoder\.memory_fuser\.layers\.\d+\.(depthwise_conv|pointwise_conv[12]|layer_norm)\.(weight|bias)",
-    r"memory_encoder\.memory_fuser\.layers\.\d+\.scale",
-    r"memory_encoder\.projection\.(weight|bias)",
-    r"memory_temporal_positional_encoding",
-    r"no_memory_positional_encoding",
-    r"no_object_pointer",
-    r"object_pointer_proj\.(proj_in|proj_out|layers\.\d+)\.(weight|bias)",
-    r"occlusion_spatial_embedding_parameter",
-    r"temporal_positional_encoding_projection_layer\.(weight|bias)",
-    r"mask_downsample\.(weight|bias)",
 ]
 
 # ---- the official (.pt) key names -> transformers key names ----------------------------------------------------
@@ -143,6 +142,37 @@ OFFICIAL_RENAMES: list[tuple[str, str]] = [
     (r"sam_mask_decoder\.output_upscaling\.3\.(.*)", r"mask_decoder.upscale_conv2.\1"),
     (r"sam_mask_decoder\.(.*)", r"mask_decoder.\1"),
     (r"no_mem_embed", r"no_memory_embedding"),
+    # video model
+    (r"no_mem_pos_enc", r"no_memory_positional_encoding"),
+    (r"maskmem_tpos_enc", r"memory_temporal_positional_encoding"),
+    (r"no_obj_ptr", r"no_object_pointer"),
+    (r"no_obj_embed_spatial", r"occlusion_spatial_embedding_parameter"),
+    (r"mask_downsample\.(weight|bias)", r"mask_downsample.\1"),
+    (r"obj_ptr_proj\.layers\.0\.(.*)", r"object_pointer_proj.proj_in.\1"),
+    (r"obj_ptr_proj\.layers\.1\.(.*)", r"object_pointer_proj.layers.0.\1"),
+    (r"obj_ptr_proj\.layers\.2\.(.*)", r"object_pointer_proj.proj_out.\1"),
+    (r"obj_ptr_tpos_proj\.(.*)", r"temporal_positional_encoding_projection_layer.\1"),
+    (r"(memory_attention\.layers\.\d+\.(?:self_attn|cross_attn_image))\.out_proj\.(.*)", r"\1.o_proj.\2"),
+    (r"(memory_attention\.layers\.\d+\.(?:self_attn|cross_attn_image)\.[qkv]_proj\..*)", r"\1"),
+    (r"(memory_attention\.layers\.\d+)\.norm([123])\.(.*)", r"\1.layer_norm\2.\3"),
+    (r"(memory_attention\.layers\.\d+\.linear[12]\..*)", r"\1"),
+    (r"memory_attention\.norm\.(.*)", r"memory_attention.layer_norm.\1"),
+    # MaskDownSampler.encoder is a Sequential of (conv, LayerNorm2d, GELU) x 4 and the final 1x1 conv
+    *(
+        (
+            rf"memory_encoder\.mask_downsampler\.encoder\.{3 * i + j}\.(.*)",
+            rf"memory_encoder.mask_downsampler.layers.{i}.{part}.\1",
+        )
+        for i in range(4)
+        for j, part in ((0, "conv"), (1, "layer_norm"))
+    ),
+    (r"memory_encoder\.mask_downsampler\.encoder\.12\.(.*)", r"memory_encoder.mask_downsampler.final_conv.\1"),
+    (r"memory_encoder\.pix_feat_proj\.(.*)", r"memory_encoder.feature_projection.\1"),
+    (r"memory_encoder\.out_proj\.(.*)", r"memory_encoder.projection.\1"),
+    (r"(memory_encoder)\.fuser\.layers\.(\d+)\.gamma", r"\1.memory_fuser.layers.\2.scale"),
+    (r"(memory_encoder)\.fuser\.layers\.(\d+)\.dwconv\.(.*)", r"\1.memory_fuser.layers.\2.depthwise_conv.\3"),
+    (r"(memory_encoder)\.fuser\.layers\.(\d+)\.norm\.(.*)", r"\1.memory_fuser.layers.\2.layer_norm.\3"),
+    (r"(memory_encoder)\.fuser\.layers\.(\d+)\.pwconv([12])\.(.*)", r"\1.memory_fuser.layers.\2.pointwise_conv\3.\4"),
 ]
 # Several official tensors -> one transformers tensor (concatenated along axis 0).
 OFFICIAL_MERGES: dict[str, list[str]] = {
@@ -155,18 +185,6 @@ OFFICIAL_COPIES: dict[str, list[str]] = {
         "shared_image_embedding.positional_embedding",
     ],
 }
-# Keys of the official SAM2Base that serve video tracking only.
-OFFICIAL_VIDEO_ONLY: list[str] = [
-    r"memory_attention\..*",
-    r"memory_encoder\..*",
-    r"maskmem_tpos_enc",
-    r"no_mem_pos_enc",
-    r"no_obj_ptr",
-    r"no_obj_embed_spatial",
-    r"obj_ptr_proj\.layers\.\d+\.(weight|bias)",
-    r"obj_ptr_tpos_proj\.(weight|bias)",
-    r"mask_downsample\.(weight|bias)",
-]
 
 
 @dataclass(frozen=True)
@@ -177,19 +195,25 @@ class Layout:
     patch_embed: str  # the patch-embedding weight: its width picks the model size
     blocks: str  # group 1 numbers the backbone blocks: their count picks the depth
     official: bool = False  # renamed by the OFFICIAL_* tables to transformers' names before the rules apply
+    video_marker: str = ""  # a tensor of every video checkpoint: its presence means the video model's tree
+    sam2_1_marker: str = ""  # a video tensor of the sam2.1 release only: its absence means the sam2 options
 
 
 LAYOUTS: dict[str, Layout] = {
     "transformers": Layout(
-        unused=tuple(TRANSFORMERS_VIDEO_ONLY),
+        unused=(),
         patch_embed="vision_encoder.backbone.patch_embed.projection.weight",
         blocks=r"vision_encoder\.backbone\.blocks\.(\d+)\.",
+        video_marker="memory_attention.layer_norm.weight",
+        sam2_1_marker="occlusion_spatial_embedding_parameter",
     ),
     "official": Layout(
-        unused=tuple(OFFICIAL_VIDEO_ONLY),
+        unused=(),
         patch_embed="image_encoder.trunk.patch_embed.proj.weight",
         blocks=r"image_encoder\.trunk\.blocks\.(\d+)\.",
         official=True,
+        video_marker="memory_attention.norm.weight",
+        sam2_1_marker="no_obj_embed_spatial",
     ),
 }
 
@@ -212,9 +236,7 @@ def _flax_path(dotted: str) -> tuple[str, ...]:
     return tuple(re.sub(r"\.(\d+)(?=\.|$)", r"_\1", dotted).split("."))
 
 
-def official_to_transformers(
-    state: Mapping[str, np.ndarray], unused: tuple[str, ...] = tuple(OFFICIAL_VIDEO_ONLY)
-) -> dict[str, np.ndarray]:
+def official_to_transformers(state: Mapping[str, np.ndarray], unused: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Rename an official SAM 2 state dict to transformers' keys (keys matching ``unused`` dropped by list)."""
     out: dict[str, np.ndarray] = {}
     unknown: list[str] = []
@@ -266,8 +288,9 @@ def _map_transformers(state: Mapping[str, np.ndarray], unused: tuple[str, ...]) 
 def convert_state_dict(state: Mapping[str, np.ndarray], config: Sam2Config, layout: str = "transformers") -> dict:
     """Convert a state dict of ``layout`` (a key of ``LAYOUTS``) into the nested Flax param dict.
 
-    Strict: every image-model tensor is used exactly once, every Flax leaf is filled, every shape matches the
-    model built from ``config``. Otherwise a ``CheckpointError`` lists all missing, unexpected and mis-shaped keys.
+    Strict: every tensor is used exactly once, every Flax leaf is filled, every shape matches the model built from
+    ``config``: the video model (``Sam2VideoModel``) when the state dict holds video tensors, the image model
+    otherwise. Otherwise a ``CheckpointError`` lists all missing, unexpected and mis-shaped keys.
     """
     spec = _layout(layout)
     unused = spec.unused
@@ -279,7 +302,8 @@ def convert_state_dict(state: Mapping[str, np.ndarray], config: Sam2Config, layo
 
 
 def infer_config(state: Mapping[str, np.ndarray], layout: str = "transformers") -> Sam2Config:
-    """Pick the model size whose backbone width and depth match the tensors."""
+    """Pick the model size whose backbone width and depth match the tensors, and for a video checkpoint the
+    release whose video options match them (sam2.1 has ``sam2_1_marker``, sam2 does not)."""
     spec = _layout(layout)
     if spec.patch_embed not in state:
         raise CheckpointError(f"not a SAM 2 checkpoint: no {spec.patch_embed}")
@@ -288,5 +312,7 @@ def infer_config(state: Mapping[str, np.ndarray], layout: str = "transformers") 
     for cfg in MODEL_SIZES.values():
         hc = cfg.vision_config.backbone_config
         if hc.hidden_size == width and sum(hc.blocks_per_stage) == len(blocks):
+            if spec.video_marker in state and spec.sam2_1_marker not in state:
+                return dataclasses.replace(cfg, video_config=VIDEO_RELEASES["sam2"])
             return cfg
     raise CheckpointError(f"no SAM 2 size has a {width}-wide, {len(blocks)}-block backbone; pass the size explicitly")

@@ -1,7 +1,8 @@
 """Loading a SAM 2 checkpoint from any source: ``load`` (model and params) and ``load_params`` (config, params).
 
 In: a source and optionally a config (a ``Sam2Config`` or a size / checkpoint name). Out: ``(config, nested
-NumPy params)`` (``load_params``) or ``(Sam2Model, jax params)`` (``load``). Sources:
+NumPy params)`` (``load_params``: everything the source holds, the video model's tree for a video checkpoint)
+or ``(Sam2Model, jax image params)`` / ``(Sam2VideoModel, jax params)`` (``load``, ``video=``). Sources:
 
 * a converted directory (``config.json`` + ``flax_params.safetensors``, written by ``save_converted``) or its
   params file;
@@ -84,16 +85,23 @@ def load(
     cache_dir: str | os.PathLike | None = None,
     implementation: Any = "auto",
     precision: str | None = "highest",
+    video: bool = False,
 ):
     """Load a SAM 2 checkpoint: returns ``(model, params)`` with
-    ``model = Sam2Model(config, dtype, implementation, precision)``.
+    ``model = Sam2Model(config, dtype, implementation, precision)`` and the image model's params, or with
+    ``video=True`` ``Sam2VideoModel`` and the full video tree (the source must hold the video tensors).
 
     ``dtype`` is the computation dtype (float32 or bfloat16); ``param_dtype`` is what the params are stored as;
     ``implementation`` and ``precision`` are the model's (see ``sam2_jax.modeling.implementation`` and
     ``Sam2Model``).
     """
     from ..modeling.sam2_model import Sam2Model
+    from ..modeling.sam2_video_model import Sam2VideoModel, has_video_params, image_params
 
     cfg, params = load_params(src, config, cache_dir)
+    if video and not has_video_params(params):
+        raise CheckpointError(f"{src} holds the image model only: no video tensors for Sam2VideoModel")
+    params = params if video else image_params(params)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, param_dtype), params)
-    return Sam2Model(cfg, dtype, implementation, precision), params
+    cls = Sam2VideoModel if video else Sam2Model
+    return cls(cfg, dtype, implementation, precision), params
