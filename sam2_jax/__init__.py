@@ -8,6 +8,7 @@ from .config import (
     MaskDecoderConfig,
     PromptEncoderConfig,
     Sam2Config,
+    VideoConfig,
     VisionConfig,
     get_config,
 )
@@ -15,7 +16,9 @@ from .frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
 from .frontends.image_predictor import Sam2ImagePredictor
 from .frontends.streaming import StreamSummary, segment_stream
 from .frontends.visualize import overlay
+from .modeling.implementation import Implementation
 from .modeling.sam2_model import Sam2ImageSegmentationOutput, Sam2Model, init_params, param_shapes
+from .modeling.sam2_video_model import Sam2VideoModel
 from .processing.processor import Sam2Processor
 
 __all__ = [
@@ -25,8 +28,11 @@ __all__ = [
     "MaskDecoderConfig",
     "PromptEncoderConfig",
     "Sam2Config",
+    "VideoConfig",
     "VisionConfig",
     "get_config",
+    "Implementation",
+    "Sam2VideoModel",
     "Sam2ImageSegmentationOutput",
     "Sam2Model",
     "init_params",

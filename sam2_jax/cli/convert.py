@@ -44,7 +44,7 @@ def run(args) -> int:
     from flax.traverse_util import flatten_dict
 
     from ..checkpoints import CheckpointError, load_params, save_converted
-    from ..config import MODEL_SIZES
+    from ..config import CHECKPOINTS
 
     out = Path(args.out)
     try:
@@ -53,7 +53,8 @@ def run(args) -> int:
         start = time.perf_counter()
         _log(f"[1/3] reading {args.src}")
         config, params = load_params(args.src, args.size, args.cache_dir)
-        size = next((name for name, cfg in MODEL_SIZES.items() if cfg == config), "custom config")
+        # the release and size, by the short names of the original files (sam2.1_hiera_tiny...)
+        size = next((n for n, cfg in CHECKPOINTS.items() if "/" not in n and cfg == config), "custom config")
         _log(f"[2/3] converted and checked {len(flatten_dict(params))} tensors against the model ({size})")
         save_converted(out, config, params, force=args.force)
         _log(f"[3/3] wrote {out} in {time.perf_counter() - start:.1f} s")
