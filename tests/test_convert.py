@@ -5,6 +5,7 @@ converted directories that do not fit."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +136,9 @@ def test_command_lines_as_subprocesses(hf_dir, tmp_path):
 def test_convert_is_not_an_installed_package(tmp_path):
     """Only ``sam2_jax`` is installed: ``convert`` exists for ``python -m convert`` in the repository root alone."""
     code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('convert') is not None)"
-    assert _run(["-c", code], cwd=tmp_path).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # what is installed, not what is on a path
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=False)
+    assert proc.returncode == 0
 
 
 def test_load_sources_agree(small_ref, hf_dir, tmp_path):
