@@ -25,10 +25,11 @@ The places:
   hoist_image_side  whether layer 0's projections of the image side are computed once per call and shared by
                     every prompt (when that is cheaper than the reassociated per-prompt order).
 
-Why the defaults are what they are (``benchmarks/bench_model.py``, tiny, float32, medians; ``benchmarks/NOTES.md``
-has the profiles): on a 2-core x86-64 CPU the fast paths took one point from 41.5 to 28 ms and 64 prompts from
-2.94 to 1.2 s, chunked global attention the global Hiera blocks from 440 to 285 ms. No GPU or TPU has been
-measured yet, so those platforms run the reference formulation until a benchmark there says otherwise.
+Why the defaults are what they are: ``python benchmarks/bench_model.py --sizes tiny --implementations fast
+reference`` on a 2-core x86-64 CPU, float32, medians, both in one run (2026-12-02): encoder 2.81 s fast against
+3.31 s reference (1.18x), one point 29 against 49 ms (1.68x), one box 33 against 54 ms (1.62x), 64 objects 1.44
+against 2.76 s (1.92x); ``benchmarks/NOTES.md`` has the profiles behind each path. No GPU or TPU has been measured
+yet, so those platforms run the reference formulation until a benchmark there says otherwise.
 """
 
 from __future__ import annotations
