@@ -152,3 +152,89 @@ def build_official_model(size: str, seed: int = 0):
     model = build_sam2(OFFICIAL_CONFIGS[size], ckpt_path=None, device="cpu", mode="eval")
     randomize_(model, seed)
     return model
+
+
+def tracking_test_config() -> Sam2Config:
+    """A small video model that transformers' ``Sam2VideoModel`` can track with: ``tiny_test_config``'s backbone at
+    256 px with a 128-wide neck, decoder and memory attention, so that the 64-channel memories split each 128-wide
+    object pointer into 2 tokens (as 256 into 4 at full size)."""
+    import dataclasses
+
+    from sam2_jax.config import VideoConfig
+
+    base = tiny_test_config()
+    width = 128
+    vision = dataclasses.replace(base.vision_config, fpn_hidden_size=width)
+    video = VideoConfig(
+        image_size=256,
+        memory_attention_hidden_size=width,
+        memory_attention_feed_forward_hidden_size=256,
+        memory_attention_rope_feat_sizes=(16, 16),
+        memory_encoder_hidden_size=width,
+        mask_downsampler_embed_dim=width,
+        memory_fuser_embed_dim=width,
+        memory_fuser_intermediate_dim=256,
+    )
+    return dataclasses.replace(
+        base,
+        vision_config=vision,
+        prompt_encoder_config=dataclasses.replace(base.prompt_encoder_config, hidden_size=width),
+        mask_decoder_config=dataclasses.replace(
+            base.mask_decoder_config, hidden_size=width, mlp_dim=256, iou_head_hidden_dim=width
+        ),
+        video_config=video,
+    )
+
+
+def official_config_at(image_size: int, size: str = "tiny") -> Sam2Config:
+    """Our config of the official ``size`` architecture run at ``image_size`` px (``official_video_predictor``)."""
+    import dataclasses
+
+    from sam2_jax import get_config
+
+    cfg = get_config(f"facebook/sam2.1-hiera-{size.replace('_', '-')}")
+    grid = image_size // 16
+    vc = cfg.vision_config
+    vision = dataclasses.replace(
+        vc,
+        backbone_config=dataclasses.replace(vc.backbone_config, image_size=(image_size, image_size)),
+        backbone_feature_sizes=((grid * 4, grid * 4), (grid * 2, grid * 2), (grid, grid)),
+    )
+    return dataclasses.replace(
+        cfg,
+        vision_config=vision,
+        prompt_encoder_config=dataclasses.replace(cfg.prompt_encoder_config, image_size=image_size),
+        video_config=dataclasses.replace(
+            cfg.video_config, image_size=image_size, memory_attention_rope_feat_sizes=(grid, grid)
+        ),
+    )
+
+
+def official_video_predictor(image_size: int = 1024, seed: int = 11, score_shift: float = 1.0):
+    """The official ``SAM2VideoPredictor`` (``build_sam2_video_predictor``, tiny, ``apply_postprocessing=True``)
+    at ``image_size`` px, randomised, with what it needs to run on a CPU:
+
+    - hole filling off (``fill_hole_area=0``: the official one needs CUDA; ours is tested on its own);
+    - its memory attention casts the bfloat16 memories back to float32 at its input (it expects CUDA autocast),
+      which keeps the bfloat16 rounding of the stored memories;
+    - ``score_shift`` added to the object-score head's output bias: randomised, the head says "absent" (about
+      -1 +- 0.02) for every input, which would make every mask -1024; shifted by 1, objects come and go.
+    """
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    ensure_official_hydra()
+    torch.manual_seed(0)
+    overrides = [] if image_size == 1024 else [f"++model.image_size={image_size}"]
+    model = build_sam2_video_predictor(OFFICIAL_CONFIGS["tiny"], None, device="cpu", hydra_overrides_extra=overrides)
+    randomize_(model, seed)
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += score_shift
+    model.fill_hole_area = 0
+    attend = model.memory_attention.forward
+
+    def float32_memory(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+        return attend(curr, memory.float(), curr_pos, memory_pos.float(), num_obj_ptr_tokens)
+
+    model.memory_attention.forward = float32_memory
+    return model

@@ -9,7 +9,8 @@ joins the top-left, top, top-right and left blocks, diagonals included) and trea
 border like any other. Holes are background components (logits <= threshold) of area <= max_hole_area, set to
 threshold + 10; sprinkles are foreground components (> threshold) of area <= max_sprinkle_area, set to
 threshold - 10. Both are labelled on the input logits: the official sprinkle pass reuses the mask flattened
-before the holes were filled.
+before the holes were filled. The video predictor's ``fill_holes_in_mask_scores`` is the hole pass alone, at
+threshold 0, writing 0.1 (tested exactly against the official function with a CPU kernel patched in).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sam2_jax import Sam2Processor
 from sam2_jax.processing.components import (
     connected_components,
     fill_holes_and_remove_sprinkles,
+    fill_holes_in_mask_scores,
     remove_small_regions,
 )
 
@@ -348,3 +350,85 @@ def test_remove_small_regions_unchanged(scipy_cv2):
         assert not changed and out is mask
     with pytest.raises(ValueError):
         remove_small_regions(mask, 50, "both")
+
+
+# ---- the video predictor's fill_holes_in_mask_scores ----------------------------------------------------------
+# Official (sam2/utils/misc.py): background = logits <= 0, 8-connected components from the CUDA kernel, those of
+# area <= max_area set to 0.1; no sprinkle removal; asserts max_area > 0 (the predictor skips it at 0).
+
+FILL = np.float32(0.1)
+
+
+def test_fill_holes_in_mask_scores_rules():
+    m = np.full((1, 1, 14, 16), -2.0, np.float32)
+    m[0, 0, 1:13, 1:11] = 3.0
+    m[0, 0, 2:4, 2:4] = -1.0  # hole of area 4
+    m[0, 0, 6, 2:7] = -0.5  # hole of area 5
+    m[0, 0, 9, 2] = 0.0  # logit 0 is background: hole of area 1
+    m[0, 0, 9, 5] = m[0, 0, 10, 6] = -1.0  # two pixels touching diagonally: one hole of area 2 (8-connected)
+    m[0, 0, 7, 13] = 5.0  # a one-pixel foreground sprinkle in the outer background
+    out = fill_holes_in_mask_scores(m, 4)
+    expected = m.copy()
+    expected[0, 0, 2:4, 2:4] = expected[0, 0, 9, 2] = expected[0, 0, 9, 5] = expected[0, 0, 10, 6] = FILL
+    assert out.dtype == np.float32 and out.shape == m.shape
+    np.testing.assert_array_equal(out, expected)  # area 5 kept, the sprinkle kept, the outer background kept
+    # area rule is <=: the area-5 hole goes at max_area 5; at 1 the diagonal pair (area 2) stays
+    assert (fill_holes_in_mask_scores(m, 5)[0, 0, 6, 2:7] == FILL).all()
+    once = fill_holes_in_mask_scores(m, 1)
+    assert once[0, 0, 9, 2] == FILL and once[0, 0, 9, 5] == -1.0 and once[0, 0, 10, 6] == -1.0
+    # the border-touching background (area 14 * 16 - 12 * 10 - 1 = 103) is a component like any other
+    np.testing.assert_array_equal(fill_holes_in_mask_scores(m, 103)[m <= 0], FILL)
+    assert (fill_holes_in_mask_scores(m, 102)[0, 0, 0] == -2.0).all()
+
+
+def test_fill_holes_in_mask_scores_batch_and_identity():
+    rng = np.random.default_rng(5)
+    logits = _blobby_logits(rng, (5, 1, 40, 52)).astype(np.float64)
+    before = logits.copy()
+    out = fill_holes_in_mask_scores(logits, 20)
+    assert out.dtype == np.float32 and out.shape == (5, 1, 40, 52)
+    np.testing.assert_array_equal(logits, before)  # input untouched
+    for i in range(5):  # every mask on its own: areas never add up across the batch
+        np.testing.assert_array_equal(out[i], fill_holes_in_mask_scores(logits[i : i + 1], 20)[0])
+        np.testing.assert_array_equal(out[i, 0], fill_holes_in_mask_scores(logits[i, 0], 20))
+    changed = out != logits.astype(np.float32)
+    assert changed.any() and (out[changed] == FILL).all() and (logits[changed] <= 0).all()
+    for area in (0, -3):
+        np.testing.assert_array_equal(fill_holes_in_mask_scores(logits, area), logits.astype(np.float32))
+    # holes only: the same pixels as the image predictor's hole pass, with 0.1 instead of 10
+    np.testing.assert_array_equal(changed, fill_holes_and_remove_sprinkles(logits, 20, 0) != logits.astype(np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        fill_holes_in_mask_scores(np.zeros(4, np.float32), 3)
+
+
+@pytest.fixture(params=["scipy", "ours"])
+def cpu_kernel(request, monkeypatch):
+    """The official CUDA ``get_connected_components`` replaced by a CPU one with its contract ((N, 1, H, W) ->
+    int32 labels and per-pixel areas, 0 on background): scipy's 8-connected labelling, or ours."""
+    import sam2.utils.misc as misc
+
+    def get_connected_components(mask):
+        m = mask.cpu().numpy().astype(bool)
+        assert m.ndim == 4 and m.shape[1] == 1
+        if request.param == "scipy":
+            labels, areas, _ = _scipy_components(m, 8)
+        else:
+            labels, areas = connected_components(m, connectivity=8)
+        return torch.from_numpy(labels.astype(np.int32)), torch.from_numpy(areas.astype(np.int32))
+
+    monkeypatch.setattr(misc, "get_connected_components", get_connected_components)
+    return request.param
+
+
+@pytest.mark.parametrize("max_area", [1, 8, 40, 3000])
+def test_fill_holes_in_mask_scores_against_official(cpu_kernel, max_area):
+    from sam2.utils.misc import fill_holes_in_mask_scores as official
+
+    rng = np.random.default_rng(max_area)
+    logits = _blobby_logits(rng, (4, 1, 64, 96))
+    logits[0, 0, 10:20, 10:20] = 0.0  # exact zeros are background on both sides
+    theirs = official(torch.from_numpy(logits), max_area).numpy()
+    ours = fill_holes_in_mask_scores(logits, max_area)
+    assert theirs.dtype == ours.dtype == np.float32
+    assert (theirs != logits).any()
+    np.testing.assert_array_equal(ours, theirs)

@@ -55,9 +55,10 @@ def attention(q, k, v, scale: float, mask=None, bias=None, chunk: int | None = N
     """Softmax attention over (..., heads, tokens, d); see the module docstring."""
     q = q * jnp.asarray(scale, q.dtype)
     n_q, n_k = q.shape[-2], k.shape[-2]
-    if chunk and mask is None and bias is None and n_q >= 2 * chunk and n_k >= 2 * chunk and n_q % chunk == 0:
+    key_only = mask is None or mask.shape[-2] == 1  # a mask of keys (empty memory slots) chunks along the queries
+    if chunk and key_only and bias is None and n_q >= 2 * chunk and n_k >= 2 * chunk and n_q % chunk == 0:
         chunks = jnp.moveaxis(q.reshape(*q.shape[:-2], n_q // chunk, chunk, q.shape[-1]), -3, 0)
-        out = jax.lax.map(lambda qc: _deferred_softmax_attention(qc, k, v), chunks)
+        out = jax.lax.map(lambda qc: _deferred_softmax_attention(qc, k, v, mask), chunks)
         return jnp.moveaxis(out, 0, -3).reshape(*q.shape[:-1], v.shape[-1])
     logits = einsum_f32("...qd,...kd->...qk", q, k)
     if bias is not None:
@@ -68,9 +69,11 @@ def attention(q, k, v, scale: float, mask=None, bias=None, chunk: int | None = N
     return einsum_f32("...qk,...kd->...qd", weights, v).astype(v.dtype)
 
 
-def _deferred_softmax_attention(q, k, v):
+def _deferred_softmax_attention(q, k, v, key_mask=None):
     """One chunk of queries: exp(logits - max) times v, divided by the sum afterwards (one pass fewer)."""
     logits = einsum_f32("...qd,...kd->...qk", q, k)
+    if key_mask is not None:
+        logits = jnp.where(key_mask, logits, NEG_INF)
     weights = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
     denom = jnp.sum(weights, axis=-1, keepdims=True)
     out = einsum_f32("...qk,...kd->...qd", weights.astype(v.dtype), v)

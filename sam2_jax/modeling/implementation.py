@@ -16,7 +16,9 @@ The places:
   cross_attention   "plain": project queries, keys and values, then attend. "reassociated": between a few
                     tokens and the 4096 image tokens, fold the image side's projections into the few tokens
                     where that costs fewer FLOPs, so the image tokens are never projected
-                    (``two_way_transformer.Sam2Attention``).
+                    (``two_way_transformer.Sam2Attention``). In memory attention, "reassociated" attends
+                    over the 64-channel memories and projects the result (softmax(QK^T) (M Wv + bv) =
+                    (softmax(QK^T) M) Wv + bv): the value product shrinks 4x (``memory_attention``).
   upscaling         "plain": two transposed convolutions on the interleaved image, then the mask product.
                     "subpixel": keep (pixel, 2, 2) offsets through both and interleave only the returned masks,
                     multiplying only the mask tokens that can be returned (``mask_decoder``).

@@ -14,9 +14,10 @@ In:
                      does not depend on it (up to float32 rounding).
 Out:
   masks (B, P, M, 256, 256) logits, iou_scores (B, P, M), object_score_logits (B, P, 1), with M = 3 when
-  ``multimask_output`` and M = 1 otherwise. A single mask is the stability-checked one: if mask 0's
-  stability (area above +delta / area above -delta) is below the threshold, the best of the three
-  multimask outputs by predicted IoU replaces it.
+  ``multimask_output`` and M = 1 otherwise, and mask_tokens (B, P, 4, C): the four mask tokens after the
+  transformer (official ``mask_tokens_out``; the video model's object pointers are made from them). A single
+  mask is the stability-checked one: if mask 0's stability (area above +delta / area above -delta) is below
+  the threshold, the best of the three multimask outputs by predicted IoU replaces it.
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ class MaskDecoder(nn.Module):
         return tuple(x.swapaxes(0, 1).reshape(b, n * chunk, *x.shape[3:])[:, :p] for x in outs)
 
     def _decode(self, per_prompt, src, shared, image_side, hw, multimask_output):
-        """Two-way transformer, upscaling and heads for (B, P) prompts: (masks, iou_pred, object_score_logits)."""
+        """Two-way transformer, upscaling and heads for (B, P) prompts: (masks, iou_pred, object_score_logits,
+        mask_tokens)."""
         c = self.config
         tokens, token_mask, own_src, attention_similarity, target_embedding = per_prompt
         pe, s0, s1 = shared
@@ -219,7 +221,7 @@ class MaskDecoder(nn.Module):
             masks, iou_pred = masks[:, :, keep], iou_pred[:, :, keep]
         if dynamic:
             masks, iou_pred = self._dynamic_multimask_via_stability(masks, iou_pred)
-        return masks, iou_pred, object_score_logits
+        return masks, iou_pred, object_score_logits, queries[:, :, 2:]
 
     def _dynamic_multimask_via_stability(self, masks: jax.Array, iou_pred: jax.Array):
         c = self.config

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import VideoConfig
-from .attention import attention
+from .attention import Projection, attention, einsum_f32
 from .implementation import Implementation
 from .layers import ACTIVATIONS, Dtype, LayerNorm
 from .rope import apply_rope, axial_rope
@@ -47,13 +47,15 @@ class RoPEAttention(nn.Module):
     num_heads: int
     downsample_rate: int = 1
     dtype: Dtype = jnp.float32
-    chunk: int | None = None  # queries per chunk for unmasked attention (``Implementation.global_attention``)
+    chunk: int | None = None  # queries per chunk (``Implementation.global_attention``)
+    kv_in_dim: int | None = None  # width of keys and values (None: hidden_size)
+    reassociate_values: bool = False  # attend over the raw values, project after (``Implementation``)
 
     def setup(self):
         internal = self.hidden_size // self.downsample_rate
         self.q_proj = nn.Dense(internal, dtype=self.dtype)
         self.k_proj = nn.Dense(internal, dtype=self.dtype)
-        self.v_proj = nn.Dense(internal, dtype=self.dtype)
+        self.v_proj = Projection(self.kv_in_dim or self.hidden_size, internal, self.dtype)
         self.o_proj = nn.Dense(self.hidden_size, dtype=self.dtype)
 
     def _split(self, x):  # (B, T, internal) -> (B, heads, T, d)
@@ -64,7 +66,6 @@ class RoPEAttention(nn.Module):
         cos, sin = rope
         q = self._split(self.q_proj(query))
         k = self._split(self.k_proj(key))
-        v = self._split(self.v_proj(value))
         n_rot = k.shape[-2] - num_k_exclude_rope
         if n_rot % cos.shape[0]:
             raise ValueError(f"{n_rot} memory tokens before the pointers are not whole frames of {cos.shape[0]}")
@@ -72,7 +73,17 @@ class RoPEAttention(nn.Module):
         k = apply_rope(k, cos, sin, repeat=n_rot // cos.shape[0], num_exclude=num_k_exclude_rope)
         mask = None if key_mask is None else key_mask[..., None, None, :]
         scale = q.shape[-1] ** -0.5
-        out = attention(q, k, v, scale, mask=mask, chunk=self.chunk).swapaxes(-2, -3)
+        if self.reassociate_values and value.shape[-1] < q.shape[-1] * q.shape[-3] and not self.is_initializing():
+            # the softmax rows sum to one: A (V Wv + bv) = (A V) Wv + bv, with V the narrow memories
+            kernel, bias = self.v_proj.weights()
+            heads, d = q.shape[-3], q.shape[-1]
+            context = attention(q, k, value.astype(q.dtype)[..., None, :, :], scale, mask=mask, chunk=self.chunk)
+            wv = kernel.reshape(kernel.shape[0], heads, d).swapaxes(0, 1)  # (heads, kv, d)
+            out = einsum_f32("...hqc,hcd->...hqd", context, wv).astype(q.dtype) + bias.reshape(heads, 1, d)
+        else:
+            v = self._split(self.v_proj(value))
+            out = attention(q, k, v, scale, mask=mask, chunk=self.chunk)
+        out = out.swapaxes(-2, -3)
         return self.o_proj(out.reshape(*out.shape[:-2], -1))
 
 
@@ -82,13 +93,16 @@ class MemoryAttentionLayer(nn.Module):
     config: VideoConfig
     dtype: Dtype = jnp.float32
     chunk: int | None = None
+    reassociate: bool = False
 
     def setup(self):
         c = self.config
         heads, rate = c.memory_attention_num_attention_heads, c.memory_attention_downsample_rate
         width = c.memory_attention_hidden_size
         self.self_attn = RoPEAttention(width, heads, rate, dtype=self.dtype, chunk=self.chunk)
-        self.cross_attn_image = RoPEAttention(width, heads, rate, dtype=self.dtype, chunk=self.chunk)
+        self.cross_attn_image = RoPEAttention(
+            width, heads, rate, self.dtype, self.chunk, c.memory_encoder_output_channels, self.reassociate
+        )
         self.linear1 = nn.Dense(c.memory_attention_feed_forward_hidden_size, dtype=self.dtype)
         self.linear2 = nn.Dense(width, dtype=self.dtype)
         self.layer_norm1, self.layer_norm2, self.layer_norm3 = (LayerNorm(EPS, self.dtype) for _ in range(3))
@@ -113,7 +127,8 @@ class MemoryAttention(nn.Module):
         impl = self.implementation
         chunk = impl.attention_chunk if impl.global_attention == "chunked" else None
         self.layers = [
-            MemoryAttentionLayer(self.config, self.dtype, chunk) for _ in range(self.config.memory_attention_num_layers)
+            MemoryAttentionLayer(self.config, self.dtype, chunk, impl.cross_attention == "reassociated")
+            for _ in range(self.config.memory_attention_num_layers)
         ]
         self.layer_norm = LayerNorm(EPS, self.dtype)
 

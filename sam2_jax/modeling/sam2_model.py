@@ -77,6 +77,20 @@ def _check_rank(name: str, x, rank: int, layout: str):
         raise ValueError(f"{name} must have shape {layout}, got shape {tuple(np.shape(x))}")
 
 
+def sparse_token_mask(prompt_mask: jax.Array | None, sparse: jax.Array, has_boxes: bool) -> jax.Array | None:
+    """The decoder's (B, P, T) token mask from the points' (B, P, N) ``prompt_mask`` (None: every token attends).
+
+    Box tokens always take part; without a box, the "not a point" pad token takes part when at least one of the
+    prompt's points does, so a prompt with every point masked has no sparse tokens at all (the official
+    predictor's mask-only prompt)."""
+    if prompt_mask is None:
+        return None
+    prompt_mask = prompt_mask.astype(bool)
+    extra = sparse.shape[2] - prompt_mask.shape[2]
+    keep = jnp.ones_like(prompt_mask[..., :1]) if has_boxes else prompt_mask.any(-1, keepdims=True)
+    return jnp.concatenate([prompt_mask, jnp.broadcast_to(keep, (*keep.shape[:2], extra))], axis=-1)
+
+
 class Sam2Model(nn.Module):
     config: Sam2Config
     dtype: Dtype = jnp.float32
@@ -183,19 +197,9 @@ class Sam2Model(nn.Module):
                 input_masks = jax.image.resize(input_masks.astype(jnp.float32), shape, "linear", antialias=True)
 
         sparse, dense = self.prompt_encoder(input_points, input_labels, input_boxes, input_masks)
-        token_mask = None
-        if prompt_mask is not None:
-            # Box tokens always take part; without a box, the "not a point" pad token takes part when at least
-            # one of the prompt's points does, so a prompt with every point masked has no sparse tokens at all
-            # (the official predictor's mask-only prompt).
-            prompt_mask = prompt_mask.astype(bool)
-            extra = sparse.shape[2] - prompt_mask.shape[2]
-            keep = (
-                jnp.ones_like(prompt_mask[..., :1]) if input_boxes is not None else prompt_mask.any(-1, keepdims=True)
-            )
-            token_mask = jnp.concatenate([prompt_mask, jnp.broadcast_to(keep, (*keep.shape[:2], extra))], axis=-1)
+        token_mask = sparse_token_mask(prompt_mask, sparse, input_boxes is not None)
 
-        masks, iou_scores, object_score_logits = self.mask_decoder(
+        masks, iou_scores, object_score_logits, _ = self.mask_decoder(
             image_embeddings[-1],
             self.get_image_wide_positional_embeddings()
             if image_positional_embeddings is None

@@ -23,7 +23,14 @@ Methods (each runs under the model's matmul ``precision``), the tracker's buildi
       a 1-D sine encoding of offset / (max - 1) projected to M (zeros when the release has no such encoding).
   ``memory_temporal_encoding(temporal_offsets)``: (F,) int offsets (0 = conditioning frame, k = k frames away)
       -> (F, M) rows of ``memory_temporal_positional_encoding`` (row ``offset - 1``, so 0 takes the last row).
-The per-frame tracking logic (memory bank, pointer selection) is not here.
+  ``frame_features(pixel_values)``: (1, S, S, 3) -> ``FrameFeatures`` (s0, s1, the 64x64 features without any
+      memory, and their position encoding): what every object's step on that frame shares.
+  ``sam_heads(features, frame, points, labels, point_mask, mask_inputs, multimask_output)``: official
+      ``_forward_sam_heads`` for B objects: features (B, h, w, C) (memory-conditioned, or with the no-memory
+      embedding), points (B, N, 2) in the model's frame, labels (B, N), point_mask (B, N) bool or None (False for
+      bucket padding), mask_inputs (B, 256, 256) logits or None -> ``SamHeadsOutput``.
+  ``mask_as_output(frame, masks)``: official ``_use_mask_as_output`` for (B, S, S) binary masks.
+The per-frame tracking logic (memory bank, pointer selection) is in ``sam2_jax.tracking``.
 
 ``init_all`` touches every submodule so that ``init`` / ``jax.eval_shape`` give the full tree (``param_shapes``).
 """
@@ -31,16 +38,22 @@ The per-frame tracking logic (memory bank, pointer selection) is not here.
 from __future__ import annotations
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..config import Sam2Config
+from ..processing.masks import upsample_bilinear
 from .implementation import resolve
 from .layers import Dtype, FeedForward
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
-from .sam2_model import Sam2Model, _with_precision
+from .prompt_encoder import NOT_A_POINT_LABEL
+from .sam2_model import Sam2Model, _with_precision, sparse_token_mask
+
+NO_OBJECT_SCORE = -1024.0  # official NO_OBJ_SCORE: the mask logits of an object judged absent
+MASK_AS_OUTPUT_SCALE, MASK_AS_OUTPUT_BIAS = 20.0, -10.0  # official _use_mask_as_output: sigmoid(-10) = 4.5e-5
 
 # top-level names of the video-only params: the image model's tree is the video model's tree without them
 VIDEO_ONLY_PARAMS = (
@@ -54,6 +67,28 @@ VIDEO_ONLY_PARAMS = (
     "temporal_positional_encoding_projection_layer",
     "occlusion_spatial_embedding_parameter",
 )
+
+
+@flax.struct.dataclass
+class FrameFeatures:
+    """One frame's image features, shared by every object's step on it (batch 1, channels-last)."""
+
+    feat_s0: jax.Array  # (1, S/4, S/4, C/8), projected by conv_s0
+    feat_s1: jax.Array  # (1, S/8, S/8, C/4), projected by conv_s1
+    features: jax.Array  # (1, h, w, C): the 64x64 level, no memory and no no-memory embedding
+    position: jax.Array  # (1, h, w, C): its sine position encoding
+
+
+@flax.struct.dataclass
+class SamHeadsOutput:
+    """Official ``_forward_sam_heads`` outputs for B objects (float32)."""
+
+    low_res_multimasks: jax.Array  # (B, M, S/4, S/4), NO_OBJECT_SCORE where the object is absent
+    iou_scores: jax.Array  # (B, M)
+    low_res_masks: jax.Array  # (B, S/4, S/4): the best mask (by predicted IoU when M = 3)
+    high_res_masks: jax.Array  # (B, S, S): it, bilinearly upsampled
+    object_pointer: jax.Array  # (B, C)
+    object_score_logits: jax.Array  # (B, 1)
 
 
 def sine_encoding_1d(positions: jax.Array, dim: int, temperature: float = 10000.0) -> jax.Array:
@@ -89,6 +124,82 @@ class Sam2VideoModel(Sam2Model):
             self.occlusion_spatial_embedding_parameter = self.param(
                 "occlusion_spatial_embedding_parameter", zeros, (1, mem)
             )
+
+    @_with_precision
+    def frame_features(self, pixel_values: jax.Array) -> FrameFeatures:
+        out = self.get_image_features(pixel_values)
+        s0, s1, features = out.fpn_hidden_states
+        return FrameFeatures(s0, s1, features, out.fpn_position_encoding[-1].astype(features.dtype))
+
+    @_with_precision
+    def sam_heads(
+        self,
+        features: jax.Array,
+        frame: FrameFeatures,
+        points: jax.Array | None = None,
+        labels: jax.Array | None = None,
+        point_mask: jax.Array | None = None,
+        mask_inputs: jax.Array | None = None,
+        multimask_output: bool = False,
+    ) -> SamHeadsOutput:
+        v, size = self.config.video_config, self.config.prompt_encoder_config.image_size
+        b = features.shape[0]
+        if points is None:  # official: one "not a point" point
+            points = jnp.zeros((b, 1, 2), jnp.float32)
+            labels = jnp.full((b, 1), NOT_A_POINT_LABEL, jnp.int32)
+            point_mask = None
+        masks_in = None if mask_inputs is None else mask_inputs[:, None]
+        sparse, dense = self.prompt_encoder(points[:, None], labels[:, None], None, masks_in)
+        token_mask = sparse_token_mask(None if point_mask is None else point_mask[:, None], sparse, False)
+        masks, ious, scores, tokens = self.mask_decoder(
+            features,
+            self.get_image_wide_positional_embeddings(),
+            sparse,
+            dense,
+            (frame.feat_s0, frame.feat_s1),
+            multimask_output=multimask_output,
+            token_mask=token_mask,
+        )
+        masks, ious = masks[:, 0].astype(jnp.float32), ious[:, 0].astype(jnp.float32)
+        scores, tokens = scores[:, 0].astype(jnp.float32), tokens[:, 0]
+        masks = jnp.where(scores[:, :, None, None] > 0, masks, NO_OBJECT_SCORE)
+        if multimask_output:
+            best = jnp.argmax(ious, axis=-1)
+            low = jnp.take_along_axis(masks, best[:, None, None, None], axis=1)[:, 0]
+            token = tokens[:, 0]
+            if v.use_multimask_token_for_obj_ptr:
+                token = jnp.take_along_axis(tokens[:, 1:], best[:, None, None], axis=1)[:, 0]
+        else:
+            low, token = masks[:, 0], tokens[:, 0]
+        return SamHeadsOutput(
+            low_res_multimasks=masks,
+            iou_scores=ious,
+            low_res_masks=low,
+            high_res_masks=upsample_bilinear(low, (size, size)),
+            object_pointer=self.object_pointer(token, scores),
+            object_score_logits=scores,
+        )
+
+    @_with_precision
+    def mask_as_output(self, frame: FrameFeatures, masks: jax.Array) -> SamHeadsOutput:
+        size = self.config.prompt_encoder_config.image_size
+        masks = masks.astype(jnp.float32)
+        b = masks.shape[0]
+        high = masks * MASK_AS_OUTPUT_SCALE + MASK_AS_OUTPUT_BIAS
+        low = jax.image.resize(high, (b, size // 4, size // 4), "linear", antialias=True)
+        prompt = self.mask_downsample(masks[..., None].astype(self.dtype))[..., 0].astype(jnp.float32)
+        features = jnp.broadcast_to(frame.features, (b, *frame.features.shape[1:]))
+        heads = self.sam_heads(features, frame, mask_inputs=prompt)
+        present = jnp.any(masks.reshape(b, -1) > 0, axis=-1, keepdims=True).astype(jnp.float32)
+        pointer = present * heads.object_pointer + (1 - present) * self.no_object_pointer.astype(jnp.float32)
+        return SamHeadsOutput(
+            low_res_multimasks=low[:, None],
+            iou_scores=jnp.ones((b, 1), jnp.float32),
+            low_res_masks=low,
+            high_res_masks=high,
+            object_pointer=pointer,
+            object_score_logits=MASK_AS_OUTPUT_SCALE * present + MASK_AS_OUTPUT_BIAS,
+        )
 
     @_with_precision
     def attend_to_memory(
@@ -149,7 +260,7 @@ class Sam2VideoModel(Sam2Model):
         offsets = jnp.asarray(temporal_offsets)
         if not v.enable_temporal_pos_encoding_for_object_pointers:
             return jnp.zeros((*offsets.shape, mem), self.dtype)
-        normalised = offsets.astype(jnp.float32) / float(max(max_object_pointers - 1, 1))
+        normalised = offsets.astype(jnp.float32) / jnp.maximum(jnp.asarray(max_object_pointers, jnp.float32) - 1, 1)
         sine = sine_encoding_1d(normalised, self.config.vision_config.fpn_hidden_size)
         return self.temporal_positional_encoding_projection_layer(sine.astype(self.dtype))
 

@@ -2,7 +2,9 @@
 
 ``small_regions(mask (..., H, W) bool, max_area)`` -> (small (..., H, W) bool, labels, areas) is the one core
 of both clean-ups: ``fill_holes_and_remove_sprinkles(logits (..., H, W), max_hole_area, max_sprinkle_area,
-threshold)`` -> (..., H, W) float32 logits (the official predictor's, on low-res logits) and
+threshold)`` -> (..., H, W) float32 logits (the official image predictor's, on low-res logits),
+``fill_holes_in_mask_scores(logits (N, 1, H, W) or (..., H, W), max_area)`` -> float32 logits of the same shape
+(the official video predictor's ``fill_hole_area``: holes only, filled with 0.1) and
 ``remove_small_regions(mask (..., H, W), area, "holes" | "islands")`` -> (mask, changed) (the official
 generator's, on finished masks).
 
@@ -109,6 +111,23 @@ def fill_holes_and_remove_sprinkles(
         out[holes] = np.float32(t + 10.0)
     if sprinkles is not None:
         out[sprinkles] = np.float32(t - 10.0)
+    return out
+
+
+def fill_holes_in_mask_scores(mask_logits: np.ndarray, max_area: float) -> np.ndarray:
+    """The official ``sam2.utils.misc.fill_holes_in_mask_scores`` (``SAM2VideoPredictor(fill_hole_area=...)``,
+    CUDA only there) on every platform: (N, 1, H, W) logits, or any (..., H, W) stack, -> float32, same shape.
+
+    Background components (logits <= 0, 8-connected per plane, those touching the border included) of area
+    <= ``max_area`` are set to float32 0.1; nothing else changes (the official function removes no sprinkles).
+    ``max_area <= 0`` returns an unchanged copy (the official asserts ``max_area > 0``; its predictor skips the
+    call when ``fill_hole_area`` is 0). The input is not modified.
+    """
+    out = np.array(mask_logits, dtype=np.float32, copy=True)
+    if out.ndim < 2:
+        raise ValueError(f"mask_logits must be (N, 1, H, W) or (..., H, W), got shape {out.shape}")
+    if max_area > 0:
+        out[small_regions(out <= 0, max_area)[0]] = np.float32(0.1)
     return out
 
 

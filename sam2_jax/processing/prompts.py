@@ -32,6 +32,9 @@ import numpy as np
 from ..modeling.prompt_encoder import NOT_A_POINT_LABEL, PAD_LABEL
 
 PROMPT_BUCKETS: tuple[int, ...] = (1, 4, 16, 64, 256, 1024, 4096)  # one compile covers 2-4 clicks, 5-16...
+# the video tracker's objects and conditioning frames: each costs a full memory attention (or 4096 memory tokens),
+# so these buckets are finer (at most a third padding) at the price of a few more compiles
+TRACKING_BUCKETS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 MIN_PROMPT_BUCKET = 4  # streaming pads objects and points per object to at least this many
 POSITIVE_LABEL = 1
 NEGATIVE_LABEL = 0
@@ -39,6 +42,7 @@ BOX_CORNER_LABELS = (2, 3)  # the prompt encoder's labels of a box's top-left an
 
 __all__ = [
     "PROMPT_BUCKETS",
+    "TRACKING_BUCKETS",
     "MIN_PROMPT_BUCKET",
     "POSITIVE_LABEL",
     "NEGATIVE_LABEL",
@@ -58,13 +62,14 @@ __all__ = [
 ]
 
 
-def bucket(n: int, minimum: int = 1) -> int:
-    """The smallest bucket that holds ``max(n, minimum)`` (the one padding rule for prompts and points)."""
+def bucket(n: int, minimum: int = 1, buckets: tuple[int, ...] = PROMPT_BUCKETS) -> int:
+    """The smallest bucket that holds ``max(n, minimum)`` (the one padding rule for prompts, points, and, with
+    ``TRACKING_BUCKETS``, tracked objects and conditioning frames)."""
     n = max(n, minimum)
-    for b in PROMPT_BUCKETS:
+    for b in buckets:
         if n <= b:
             return b
-    raise ValueError(f"{n} prompts or points exceed the largest bucket {PROMPT_BUCKETS[-1]}")
+    raise ValueError(f"{n} prompts, points or objects exceed the largest bucket {buckets[-1]}")
 
 
 def scale_factors(size, image_size: int) -> np.ndarray:

@@ -1,0 +1,16 @@
+"""The video tracker: a fixed-size memory bank (``memory_bank``) and the pure, jit-compiled steps over it
+(``steps``). ``sam2_jax.frontends.video_predictor`` puts the official predictor's interface on top."""
+
+from .memory_bank import MemoryBank, Selection, bucket_of, empty_bank, select, write
+from .steps import Tracker, TrackOutput
+
+__all__ = [
+    "MemoryBank",
+    "Selection",
+    "Tracker",
+    "TrackOutput",
+    "bucket_of",
+    "empty_bank",
+    "select",
+    "write",
+]
