@@ -1,4 +1,4 @@
-"""sam2-jax: SAM 2 / 2.1 image segmentation in JAX/Flax, loaded from the official checkpoints."""
+"""sam2-jax: SAM 2 / 2.1 image and video segmentation in JAX/Flax, loaded from the official checkpoints."""
 
 from .checkpoints import load, load_params, save_converted
 from .config import (
@@ -14,6 +14,7 @@ from .config import (
 )
 from .frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
 from .frontends.image_predictor import Sam2ImagePredictor
+from .frontends.video_predictor import Sam2VideoPredictor
 from .frontends.streaming import StreamSummary, segment_stream
 from .frontends.visualize import overlay
 from .modeling.implementation import Implementation
@@ -41,6 +42,7 @@ __all__ = [
     "load_params",
     "save_converted",
     "Sam2ImagePredictor",
+    "Sam2VideoPredictor",
     "Sam2AutomaticMaskGenerator",
     "Sam2Processor",
     "overlay",

@@ -105,8 +105,10 @@ def official_256(tmp_path_factory):
     return official, path
 
 
-def _ours(path, image_size, **kwargs):
-    return Sam2VideoPredictor.from_pretrained(path, config=official_config_at(image_size), fill_hole_area=0, **kwargs)
+@pytest.fixture(scope="module")
+def ours_256(official_256):
+    """Ours, converted from the same ``.pt``; the tests set ``keep_history`` (one predictor: its steps compile once)."""
+    return Sam2VideoPredictor.from_pretrained(official_256[1], config=official_config_at(256), fill_hole_area=0)
 
 
 BOX_MASK = np.zeros((540, 960), bool)
@@ -121,12 +123,12 @@ def _prompts(official, ours, cmp, ostate, jstate):
     pair("add_new_mask", frame_idx=5, obj_id=4, mask=BOX_MASK)
 
 
-def test_interaction_matches_official(official_256):
+def test_interaction_matches_official(official_256, ours_256):
     """Clicks on frame 0, a box on frame 3, a mask on frame 5; forward; corrections on tracked frames (one
     appending to a frame's clicks); reverse from inside the tracked frames; forward again from inside; clearing
     a frame and removing an object; every output compared."""
-    official, path = official_256
-    ours = _ours(path, 256, keep_history=True)
+    official, ours = official_256[0], ours_256
+    ours.keep_history = True
     ostate = _official_call(official, "init_state", str(BEDROOM))
     jstate = ours.init_state(BEDROOM)
     assert jstate["num_frames"] == ostate["num_frames"] == 48
@@ -156,11 +158,11 @@ def test_interaction_matches_official(official_256):
     cmp.check()
 
 
-def test_without_history_first_run_matches_and_warns(official_256):
+def test_without_history_first_run_matches_and_warns(official_256, ours_256):
     """``keep_history=False``: the prompts and the first propagation equal the official's; a correction on a
     tracked frame, whose outputs were not kept, says so."""
-    official, path = official_256
-    ours = _ours(path, 256)
+    official, ours = official_256[0], ours_256
+    ours.keep_history = False
     ostate = _official_call(official, "init_state", str(BEDROOM))
     jstate = ours.init_state(BEDROOM)
     cmp = Comparison()
@@ -195,3 +197,173 @@ def test_full_size_30_frames_matches_official(tmp_path):
           points=[[420, 260], [600, 300]], labels=[1, 0])  # fmt: skip
     assert _propagate_pair(official, ours, cmp, ostate, jstate) == list(range(30))
     cmp.check(both_kinds=False)
+
+
+# ---- behaviour on a small random model: compiles, constant memory, bad input -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_predictor():
+    import jax
+    from reference import tracking_test_config
+
+    from sam2_jax.modeling.sam2_video_model import Sam2VideoModel, init_params
+
+    config = tracking_test_config()
+    params = jax.jit(lambda key: init_params(config, key))(jax.random.PRNGKey(3))  # compiled: faster than eager
+    return Sam2VideoPredictor(Sam2VideoModel(config), params, fill_hole_area=8)
+
+
+def _frames(n):
+    from PIL import Image
+
+    base = [np.asarray(Image.open(BEDROOM / f"{i:05d}.jpg").convert("RGB")) for i in range(8)]
+    return [base[i % len(base)] for i in range(n)]  # n frames sharing 8 decoded images
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def _state_bytes(state) -> int:
+    total = 0
+    for track in state.objects:
+        for records in (track.cond, track.non_cond, track.temp_cond, track.temp_non_cond):
+            for rec in records.values():
+                total += sum(x.nbytes for x in (rec.low_res_mask, rec.pointer, rec.features) if x is not None)
+        total += track.tracked.nbytes
+    return total
+
+
+def test_constant_memory_over_1000_frames(small_predictor):
+    """1,008 frames: once the bank is full, host memory and the state's size stay flat, and the tracking step
+    compiled once."""
+    from compile_count import jit_compiles
+
+    pred = small_predictor
+    state = pred.init_state(_frames(1008))
+    pred.add_new_points_or_box(state, 0, 1, points=[[300, 200]], labels=[1])
+    compiles = jit_compiles(pred.tracker.track)
+    sizes, rss = {}, {}
+    for t, ids, masks in pred.propagate_in_video(state):
+        assert masks.shape == (1, 1, 540, 960) and ids == [1]
+        if t in (300, 600, 1007):
+            sizes[t], rss[t] = _state_bytes(state), _rss_bytes()
+    assert t == 1007
+    assert jit_compiles(pred.tracker.track) - compiles <= 1
+    assert sizes[300] == sizes[600] == sizes[1007], sizes
+    grown = (rss[1007] - rss[300]) / 2**20
+    print(f"RSS {rss[300] / 2**20:.0f} MB at frame 300, +{grown:.1f} MB at frame 1007; state {sizes[1007]} bytes")
+    # keeping every frame (keep_history=True) would add ~50 KB per frame here, ~35 MB over these 707 frames
+    assert grown < 24, f"host memory grew by {grown:.1f} MB over 707 frames"
+    assert all(len(track.non_cond) <= 15 for track in state.objects)
+
+
+def test_objects_share_compiles_by_bucket(small_predictor):
+    """Objects are padded to ``TRACKING_BUCKETS``: going from 5 to 8 objects compiles the tracking step twice (the
+    buckets of 6 and 8), not once per count, and the padding does not change the answer."""
+    from compile_count import jit_compiles
+
+    from sam2_jax.processing.prompts import TRACKING_BUCKETS
+
+    assert 6 in TRACKING_BUCKETS and 8 in TRACKING_BUCKETS and 7 not in TRACKING_BUCKETS
+    pred = small_predictor
+    state = pred.init_state(_frames(2))
+    for n in range(1, 5):
+        pred.add_new_points_or_box(state, 0, n, points=[[100 * n, 200]], labels=[1])
+    before = jit_compiles(pred.tracker.track)
+    outputs = {}
+    for n in range(5, 9):
+        pred.add_new_points_or_box(state, 0, n, points=[[100 * n, 200]], labels=[1])
+        outputs[n] = [m for _, _, m in pred.propagate_in_video(state)][-1]
+    assert jit_compiles(pred.tracker.track) - before == 2
+    for n in (6, 7, 8):  # the first objects' masks do not depend on how many objects share the step
+        np.testing.assert_allclose(outputs[n][:5], outputs[5], rtol=1e-5, atol=1e-4)
+
+
+def _snapshot(state):
+    return (
+        list(state.obj_ids),
+        [
+            (
+                sorted(t.points),
+                sorted(t.cond),
+                sorted(t.non_cond),
+                sorted(t.temp_cond),
+                sorted(t.temp_non_cond),
+                t.tracked.tobytes(),
+            )
+            for t in state.objects
+        ],
+    )
+
+
+def test_bad_input_names_the_problem_and_keeps_the_state(small_predictor, tmp_path):
+    pred = small_predictor
+    frames = tmp_path / "video"
+    frames.mkdir()
+    for i in range(3):
+        shutil.copy(BEDROOM / f"{i:05d}.jpg", frames / f"{i}.jpg")
+    (frames / "3.jpg").write_bytes(b"not a jpeg")
+    state = pred.init_state(frames)
+    assert state["num_frames"] == 4
+    pred.add_new_points_or_box(state, 0, 1, points=[[300, 200]], labels=[1])
+    before = _snapshot(state)
+    cases = [
+        (IndexError, "frame", lambda: pred.add_new_points_or_box(state, 4, 2, points=[[1, 1]], labels=[1])),
+        (IndexError, "frame", lambda: pred.add_new_mask(state, -1, 2, np.ones((540, 960), bool))),
+        (IndexError, "frame", lambda: pred.propagate_in_video(state, start_frame_idx=9)),
+        (ValueError, "unknown object id 7", lambda: pred.clear_all_prompts_in_frame(state, 0, 7)),
+        (RuntimeError, "Cannot remove object id 7", lambda: pred.remove_object(state, 7, strict=True)),
+        (ValueError, "x2 < x1", lambda: pred.add_new_points_or_box(state, 1, 2, box=[400, 100, 300, 200])),
+        (ValueError, "outside", lambda: pred.add_new_points_or_box(state, 1, 2, points=[[970, 10]], labels=[1])),
+        (ValueError, "labels", lambda: pred.add_new_points_or_box(state, 1, 2, points=[[9, 9]], labels=[1, 0])),
+        (ValueError, "labels must be 1", lambda: pred.add_new_points_or_box(state, 1, 2, points=[[9, 9]], labels=[5])),
+        (ValueError, "together", lambda: pred.add_new_points_or_box(state, 1, 2, points=[[9, 9]])),
+        (ValueError, "3.jpg", lambda: pred.add_new_points_or_box(state, 3, 2, points=[[9, 9]], labels=[1])),
+        (ValueError, "mask must be a 2-D", lambda: pred.add_new_mask(state, 1, 2, np.ones((1, 540, 960)))),
+        (ValueError, "max_frame_num_to_track", lambda: pred.propagate_in_video(state, max_frame_num_to_track=-1)),
+    ]
+    for error, words, call in cases:
+        with pytest.raises(error, match=words):
+            call()
+        assert _snapshot(state) == before, f"{words}: the state changed"
+    with pytest.raises(TypeError, match="init_state"):
+        pred.add_new_points_or_box(None, 0, 1, points=[[1, 1]], labels=[1])
+    with pytest.raises(TypeError, match="init_state"):
+        pred.propagate_in_video({"images": []})
+    with pytest.raises(ValueError, match="3.jpg"):  # a corrupt frame met while tracking
+        list(pred.propagate_in_video(state))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no <int>.jpg frames"):
+        pred.init_state(empty)
+    with pytest.raises(FileNotFoundError):
+        pred.init_state(tmp_path / "missing")
+    fresh = pred.init_state(frames)
+    with pytest.raises(RuntimeError, match="No input points or masks"):
+        pred.propagate_in_video(fresh)
+
+
+def test_official_bookkeeping(small_predictor):
+    """Object ids, clearing and removing follow the official predictor's rules."""
+    pred = small_predictor
+    state = pred.init_state(_frames(6))
+    _, ids, masks = pred.add_new_points_or_box(state, 2, "cat", points=[[300, 200]], labels=[1])
+    assert ids == ["cat"] and masks.shape == (1, 1, 540, 960)
+    _, ids, masks = pred.add_new_mask(state, 4, 5, BOX_MASK)
+    assert ids == ["cat", 5] and masks.shape == (2, 1, 540, 960)
+    assert (masks[0] == NO_OBJECT_SCORE).all()  # no output of "cat" on frame 4 yet
+    out = list(pred.propagate_in_video(state, start_frame_idx=2))
+    assert [t for t, _, _ in out] == [2, 3, 4, 5]
+    out = list(pred.propagate_in_video(state, start_frame_idx=4, reverse=True))
+    assert [t for t, _, _ in out] == [4, 3, 2, 1, 0]
+    assert pred.clear_all_prompts_in_frame(state, 4, 5, need_output=False) is None
+    with pytest.raises(RuntimeError, match="object id 5"):  # no conditioning frame left
+        pred.propagate_in_video(state)
+    ids, updated = pred.remove_object(state, 5)
+    assert ids == ["cat"] and updated == []
+    assert pred.remove_object(state, "dog") == (["cat"], [])
+    pred.reset_state(state)
+    assert state["obj_ids"] == []

@@ -76,7 +76,6 @@ class Sam2VideoPredictor(VideoPropagation):
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.keep_history = keep_history
         self.tracker = Tracker(model, memory_dtype)
-        self._warned_history = False
 
     @classmethod
     def from_pretrained(
@@ -174,7 +173,7 @@ class Sam2VideoPredictor(VideoPropagation):
                 coords, labs = np.concatenate([old_coords, coords]), np.concatenate([old_labels, labs])
             track.points[t] = (coords, labs)
             track.masks.pop(t, None)
-            initial, reverse, is_cond, prev = self._prompt_context(track, t)
+            initial, reverse, is_cond, prev = self._prompt_context(state, track, t)
             prev_mask = None if prev is None or prev.low_res_mask is None else prev.low_res_mask
             v = self.config.video_config
             n = len(labs)
@@ -210,7 +209,7 @@ class Sam2VideoPredictor(VideoPropagation):
             track = state.objects[o]
             track.masks[t] = mask
             track.points.pop(t, None)
-            _, _, is_cond, _ = self._prompt_context(track, t)
+            _, _, is_cond, _ = self._prompt_context(state, track, t)
             heads = self.tracker.mask_prompt(self.params, self._frame(state, t), mask[None])
             (track.temp_cond if is_cond else track.temp_non_cond)[t] = self._record(heads, 0)
             return t, list(state.obj_ids), self._video_masks(state, t, is_cond)
@@ -227,24 +226,20 @@ class Sam2VideoPredictor(VideoPropagation):
             o = len(state.objects) - 1
         return o
 
-    def _prompt_context(self, track: ObjectTrack, t: int):
+    def _prompt_context(self, state: VideoInferenceState, track: ObjectTrack, t: int):
         """(initial, reverse, is_cond, previous output) of a prompt on frame t, as the official decides them."""
         initial = track.tracked[t] == NOT_TRACKED
         reverse = bool(track.tracked[t] == 1)
         is_cond = bool(initial or self.add_all_frames_to_correct_as_cond)
         prev = track.output_at(t, is_cond)
-        if not initial and prev is None and not self.keep_history:
-            self._warn_history(t)
-        return bool(initial), reverse, is_cond, prev
-
-    def _warn_history(self, t: int) -> None:
-        if not self._warned_history:
-            self._warned_history = True
+        if not initial and prev is None and not self.keep_history and not state.warned_history:
+            state.warned_history = True
             warnings.warn(
                 f"frame {t} was tracked but its outputs were not kept (keep_history=False): this prompt uses the "
                 "conditioning frames and the memory bank only; pass keep_history=True for the official result",
                 stacklevel=3,
             )
+        return bool(initial), reverse, is_cond, prev
 
     def _record(self, heads, i: int) -> FrameRecord:
         low = np.asarray(heads.low_res_masks[i : i + 1], np.float32)

@@ -82,6 +82,7 @@ class VideoInferenceState:
         self.objects: list[ObjectTrack] = []
         self.features = collections.OrderedDict()  # frame -> FrameFeatures, least recently used first
         self.feature_cache_size = feature_cache_size
+        self.warned_history = False  # a prompt on a tracked frame whose outputs were not kept warns once
 
     @property
     def num_frames(self) -> int:
