@@ -14,8 +14,8 @@ from .config import (
 )
 from .frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
 from .frontends.image_predictor import Sam2ImagePredictor
-from .frontends.video_predictor import Sam2VideoPredictor
 from .frontends.streaming import StreamSummary, segment_stream
+from .frontends.video_predictor import Sam2VideoPredictor
 from .frontends.visualize import overlay
 from .modeling.implementation import Implementation
 from .modeling.sam2_model import Sam2ImageSegmentationOutput, Sam2Model, init_params, param_shapes

@@ -187,7 +187,7 @@ class Sam2VideoPredictor(VideoPropagation):
             bank = None if initial else self._bank(state, [o], t, reverse)
             heads = self.tracker.prompt(
                 self.params, bank, self._frame(state, t), t, reverse, state.num_frames, pad_c, pad_l, pad_m,
-                None if prev_mask is None else prev_mask[None], initial=initial, mm=multimask,
+                None if prev_mask is None else prev_mask[None], initial=initial, multimask=multimask,
             )  # fmt: skip
             record = self._record(heads, 0)
             (track.temp_cond if is_cond else track.temp_non_cond)[t] = record

@@ -89,7 +89,9 @@ def _track(model, bank, frame, frame_idx, reverse, num_frames, active, multimask
     return bank, out
 
 
-def _prompt(model, bank, frame, frame_idx, reverse, num_frames, points, labels, point_mask, mask_inputs, initial, mm):
+def _prompt(
+    model, bank, frame, frame_idx, reverse, num_frames, points, labels, point_mask, mask_inputs, initial, multimask
+):
     o = points.shape[0]
     if initial:  # official directly_add_no_mem_embed
         embed = frame.features + model.no_memory_embedding.astype(frame.features.dtype)
@@ -98,7 +100,7 @@ def _prompt(model, bank, frame, frame_idx, reverse, num_frames, points, labels, 
         features = condition_on_memory(model, bank, frame, frame_idx, reverse, num_frames)
     if mask_inputs is not None:
         mask_inputs = jnp.clip(mask_inputs, -PREVIOUS_MASK_CLAMP, PREVIOUS_MASK_CLAMP)
-    return model.sam_heads(features, frame, points, labels, point_mask, mask_inputs, multimask_output=mm)
+    return model.sam_heads(features, frame, points, labels, point_mask, mask_inputs, multimask_output=multimask)
 
 
 def _encode(model, frame, low_res_masks, object_score_logits, from_points, memory_dtype):
@@ -126,7 +128,7 @@ class Tracker:
         md = self.memory_dtype
         self.frame_features = jax.jit(bind(Sam2VideoModel.frame_features))
         self.track = jax.jit(bind(functools.partial(_track, memory_dtype=md)), static_argnames=("multimask",))
-        self.prompt = jax.jit(bind(_prompt), static_argnames=("initial", "mm"))
+        self.prompt = jax.jit(bind(_prompt), static_argnames=("initial", "multimask"))
         self.mask_prompt = jax.jit(bind(Sam2VideoModel.mask_as_output))
         self.encode = jax.jit(bind(functools.partial(_encode, memory_dtype=md)))
         self.to_video_resolution = jax.jit(upsample_bilinear, static_argnums=1)
