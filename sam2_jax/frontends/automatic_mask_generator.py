@@ -39,6 +39,7 @@ import numpy as np
 from ..processing import boxes as box_ops
 from ..processing import crops, rle
 from ..processing.components import fill_holes_and_remove_sprinkles, remove_small_regions
+from ..processing.masks import LOW_RES_CLAMP
 from ..utils.progress import progress_bar
 from . import mask_records as records
 from .image_predictor import ImageEmbedding, Sam2ImagePredictor
@@ -271,7 +272,7 @@ class Sam2AutomaticMaskGenerator:
         size = embedding.original_sizes[0]
         low_res, scores = self._decode(points, embedding, points_per_batch, multimask=self.multimask_output)
         m = low_res.shape[1]
-        clamped = np.clip(low_res, -32.0, 32.0)
+        clamped = np.clip(low_res, -LOW_RES_CLAMP, LOW_RES_CLAMP)
         data = {
             "logits": self._fill(low_res.reshape(-1, *low_res.shape[2:])),
             "low_res": clamped.reshape(-1, *low_res.shape[2:]),

@@ -40,9 +40,8 @@ import numpy as np
 
 from ..modeling.sam2_model import Sam2Model
 from ..processing import prompts
+from ..processing.masks import LOW_RES_CLAMP
 from ..processing.processor import Sam2Processor
-
-LOW_RES_CLAMP = 32.0
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # SAM 2's pixel normalisation (image processor and video frames)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def to_rgb_uint8(image: Any, where: str) -> np.ndarray:
     """A PIL image or an (H, W), (H, W, 1|3|4) array (uint8, or float in [0, 1]) -> (H, W, 3) uint8."""

@@ -16,6 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# the official predictors clamp low-resolution logits to +-32 where they are handed back as a mask prompt
+LOW_RES_CLAMP = 32.0
+
 
 def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) float32 weights of linear resizing with ``align_corners=False``: each row holds the two taps

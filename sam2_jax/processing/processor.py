@@ -28,11 +28,9 @@ import numpy as np
 
 from . import prompts
 from .components import fill_holes_and_remove_sprinkles
-from .images import resize_square, to_rgb_uint8
+from .images import IMAGENET_MEAN, IMAGENET_STD, resize_square, to_rgb_uint8
 from .masks import apply_non_overlapping, upsample_bilinear
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 POINT_PAD_VALUE = prompts.PAD_LABEL
 
 

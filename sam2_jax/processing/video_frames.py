@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .images import IMAGENET_MEAN, IMAGENET_STD
+
 _MEAN = np.asarray(IMAGENET_MEAN, np.float32)
 _STD = np.asarray(IMAGENET_STD, np.float32)
 _JPEG_EXTENSIONS = (".jpg", ".jpeg", ".JPG", ".JPEG")  # the official filter, exactly

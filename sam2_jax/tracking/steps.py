@@ -29,10 +29,8 @@ import jax.numpy as jnp
 
 from ..modeling.sam2_video_model import FrameFeatures, Sam2VideoModel
 from ..modeling.vision_encoder import sine_position_encoding
-from ..processing.masks import upsample_bilinear
+from ..processing.masks import LOW_RES_CLAMP, upsample_bilinear
 from .memory_bank import MemoryBank, select, write
-
-PREVIOUS_MASK_CLAMP = 32.0  # official: a corrected frame's previous logits, clamped, are the mask prompt
 
 
 @flax.struct.dataclass
@@ -48,7 +46,6 @@ def condition_on_memory(model: Sam2VideoModel, bank: MemoryBank, frame: FrameFea
     config = model.config
     sel = select(bank, frame_idx, reverse, num_frames, config)
     o, kc = bank.cond_frames.shape
-    r = bank.recent_frames.shape[1]
     _, h, w, m = bank.cond_features.shape[1:]
     c = bank.cond_pointers.shape[-1]
 
@@ -73,7 +70,6 @@ def condition_on_memory(model: Sam2VideoModel, bank: MemoryBank, frame: FrameFea
     memory_position = jnp.concatenate([position, pointer_position], axis=1)
     mask = jnp.concatenate([valid, pointer_valid], axis=1)
     mask = mask.at[:, 0].set(mask[:, 0] | ~mask.any(axis=1))  # padded objects: keep the softmax finite
-    del r
     current = jnp.broadcast_to(frame.features, (o, *frame.features.shape[1:]))
     return model.attend_to_memory(current, frame.position, memory, memory_position, num_pointer_tokens, mask)
 
@@ -99,7 +95,7 @@ def _prompt(
     else:
         features = condition_on_memory(model, bank, frame, frame_idx, reverse, num_frames)
     if mask_inputs is not None:
-        mask_inputs = jnp.clip(mask_inputs, -PREVIOUS_MASK_CLAMP, PREVIOUS_MASK_CLAMP)
+        mask_inputs = jnp.clip(mask_inputs, -LOW_RES_CLAMP, LOW_RES_CLAMP)  # a corrected frame's previous logits
     return model.sam_heads(features, frame, points, labels, point_mask, mask_inputs, multimask_output=multimask)
 
 
