@@ -44,8 +44,27 @@ def test_download_finds_the_cached_snapshot(tmp_path, offline):
     for name in hub.HUB_FILES:
         (snap / name).write_bytes(b"x")
     assert hub.download("someone/repo", cache_dir=tmp_path) == snap
-    with pytest.raises(Exception):  # noqa: B017 - not cached and offline: must fail, never reach the network
-        hub.download("someone/not-cached", cache_dir=tmp_path)
+    with pytest.raises(hub.HubUnavailableError, match=r"someone/not-cached is not in the local .* cache .*offline"
+                       r".*pass a local checkpoint instead") as err:  # fmt: skip
+        hub.download("someone/not-cached", cache_dir=tmp_path)  # not cached and offline: never reaches the network
+    assert "\n" not in str(err.value)
+
+
+def test_cli_without_network_says_what_to_pass(tmp_path, offline, capsys):
+    """``sam2-jax segment`` with an uncached Hub id and no network: one line, naming the local alternatives."""
+    from PIL import Image
+
+    from sam2_jax.cli import main
+
+    image = tmp_path / "img.png"
+    Image.new("RGB", (32, 24), (90, 120, 30)).save(image)
+    out = tmp_path / "m.png"
+    argv = ["segment", str(image), "--point", "5,5", "--model", "someone/never-cached", "--out", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: someone/never-cached is not in the local Hugging Face cache"), err
+    assert "converted directory" in err and ".pt" in err and len(err.splitlines()) == 1
+    assert not out.exists()
 
 
 def test_load_repo_id_from_offline_cache(small_ref, tmp_path, offline):

@@ -7,8 +7,8 @@ through the huggingface_hub cache), ``converted`` (the converted directory), ``l
 """
 
 from .converted import save_converted
-from .errors import CheckpointError
+from .errors import CheckpointError, HubUnavailableError
 from .key_mapping import convert_state_dict
 from .loading import load, load_params
 
-__all__ = ["CheckpointError", "convert_state_dict", "load", "load_params", "save_converted"]
+__all__ = ["CheckpointError", "HubUnavailableError", "convert_state_dict", "load", "load_params", "save_converted"]

@@ -3,7 +3,8 @@
 In: a repo id (and optionally a cache directory and a revision). Out: the snapshot directory holding the repo's
 transformers files (``config.json``, ``model.safetensors``; nothing else is fetched), which ``loading`` reads
 like any local transformers directory. ``HF_HUB_OFFLINE=1`` (read at call time) or ``local_files_only=True``
-uses the cache alone, so tests run against a fake cache directory and never reach the network. A string that
+uses the cache alone, so tests run against a fake cache directory and never reach the network. A repo that is
+neither cached nor downloadable raises ``HubUnavailableError`` with one line naming what to pass instead. A string that
 names an existing path is a path, never a repo id.
 """
 
@@ -13,6 +14,7 @@ import os
 from pathlib import Path
 
 from ..config import Sam2Config, get_config
+from .errors import HubUnavailableError
 from .readers import CONFIG_FILE, TRANSFORMERS_WEIGHTS
 
 HUB_FILES = [CONFIG_FILE, TRANSFORMERS_WEIGHTS]
@@ -38,11 +40,20 @@ def download(
 ) -> Path:
     """Fetch (or find in the cache) the transformers files of a Hub repo; returns the snapshot directory."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     local_only = _offline() if local_files_only is None else local_files_only
-    path = snapshot_download(
-        repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES, local_files_only=local_only
-    )
+    try:
+        path = snapshot_download(
+            repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES, local_files_only=local_only
+        )
+    except LocalEntryNotFoundError:  # offline, or the Hub cannot be reached, and nothing cached
+        why = "offline mode is on (HF_HUB_OFFLINE)" if local_only else "the Hugging Face Hub cannot be reached"
+        raise HubUnavailableError(
+            f"{repo_id} is not in the local Hugging Face cache and {why}; pass a local checkpoint instead: a "
+            "converted directory (sam2-jax convert), a transformers directory (config.json + model.safetensors) "
+            "or an original .pt"
+        ) from None
     return Path(path)
 
 

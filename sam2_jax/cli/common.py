@@ -37,14 +37,14 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def load_image(path: str) -> np.ndarray:
-    """An RGB uint8 array; an unreadable file exits with ``error: cannot read image ...``."""
-    from PIL import Image
+    """An RGB uint8 array, upright by its EXIF orientation; an unreadable file exits with ``error: cannot read
+    image ...``."""
+    from ..processing.images import read_image
 
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: cannot read image {path}: {e}") from None
+        return read_image(path, "image")
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def save_png(path: str | os.PathLike, array: np.ndarray) -> None:

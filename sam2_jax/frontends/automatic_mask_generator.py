@@ -39,6 +39,7 @@ import numpy as np
 from ..processing import boxes as box_ops
 from ..processing import crops, rle
 from ..processing.components import fill_holes_and_remove_sprinkles, remove_small_regions
+from ..processing.images import read_image
 from ..processing.masks import LOW_RES_CLAMP
 from ..utils.progress import progress_bar
 from . import mask_records as records
@@ -116,7 +117,9 @@ class Sam2AutomaticMaskGenerator:
     def from_pretrained(cls, src, dtype=jnp.float32, **kwargs) -> Sam2AutomaticMaskGenerator:
         """Load a checkpoint (any source ``sam2_jax.load`` accepts) and wrap it; ``kwargs`` as ``__init__``."""
         from ..checkpoints.loading import load
+        from ..utils.compile_cache import enable_compile_cache
 
+        enable_compile_cache()
         model, params = load(src, dtype=dtype)
         return cls(model, params, **kwargs)
 
@@ -165,10 +168,7 @@ class Sam2AutomaticMaskGenerator:
         ``points_per_batch`` overrides the constructor's for this call; it changes speed and memory only.
         """
         if isinstance(image, (str, os.PathLike)):
-            from PIL import Image
-
-            with Image.open(image) as im:
-                image = np.asarray(im.convert("RGB"))
+            image = read_image(image, "image")
         if points_per_batch is None:
             points_per_batch = self.points_per_batch
         elif points_per_batch < 1:

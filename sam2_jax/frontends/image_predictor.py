@@ -88,7 +88,9 @@ class Sam2ImagePredictor:
     def from_pretrained(cls, src, dtype=jnp.float32, **kwargs) -> Sam2ImagePredictor:
         """Load a checkpoint (any source ``sam2_jax.load`` accepts) and wrap it."""
         from ..checkpoints.loading import load
+        from ..utils.compile_cache import enable_compile_cache
 
+        enable_compile_cache()
         model, params = load(src, dtype=dtype)
         return cls(model, params, **kwargs)
 

@@ -2,7 +2,10 @@
 
 to_rgb_uint8(image, where)    a PIL image or an (H, W), (H, W, 1|3|4) array (uint8, or float in [0, 1])
                               -> (H, W, 3) uint8; ``where`` names the image in errors
-read_image(path, where)       an image file -> (H, W, 3) uint8; unreadable files raise ``ValueError``
+read_image(path, where)       an image file -> (H, W, 3) uint8, turned upright by its EXIF orientation (as
+                              transformers' ``load_image``); unreadable files raise ``ValueError``
+open_upright(path)            an image file -> a loaded PIL image, EXIF orientation applied: every path the
+                              package reads a photo from goes through it
 resize_square(rgb, size)      (H, W, 3) uint8 -> (size, size, 3) float32 in 0..255, antialiased bilinear
                               in torchvision's pass order
 """
@@ -57,14 +60,21 @@ def flatten_alpha(image) -> np.ndarray:
 
 def read_image(path: str | os.PathLike, where: str) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8; a missing, truncated or foreign file raises ``ValueError``."""
-    from PIL import Image
-
     try:
-        with Image.open(Path(path)) as im:
-            im.load()
-            return to_rgb_uint8(im, where)
+        return to_rgb_uint8(open_upright(path), where)
     except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for missing, truncated or foreign files
         raise ValueError(f"{where}: cannot read image {path}: {e}") from e
+
+
+def open_upright(path: str | os.PathLike):
+    """A loaded PIL image with its EXIF orientation applied (a phone photo taken sideways comes out as shown).
+    PIL's errors (missing, truncated or foreign files) pass through."""
+    from PIL import Image, ImageOps
+
+    with Image.open(Path(path)) as im:
+        im.load()
+        upright = ImageOps.exif_transpose(im)
+    return im if upright is None else upright
 
 
 def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
