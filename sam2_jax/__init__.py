@@ -15,12 +15,17 @@ from .config import (
 from .frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
 from .frontends.image_predictor import Sam2ImagePredictor
 from .frontends.streaming import StreamSummary, segment_stream
+from .frontends.video_batch import VideoBatchTracker
 from .frontends.video_predictor import Sam2VideoPredictor
+from .frontends.video_session import Sam2VideoSessionModel
+from .frontends.video_session_state import Sam2VideoInferenceSession, Sam2VideoSegmentationOutput
 from .frontends.visualize import overlay
 from .modeling.implementation import Implementation
 from .modeling.sam2_model import Sam2ImageSegmentationOutput, Sam2Model, init_params, param_shapes
 from .modeling.sam2_video_model import Sam2VideoModel
 from .processing.processor import Sam2Processor
+from .processing.video_frames import VideoFrames
+from .processing.video_processor import Sam2VideoProcessor
 
 __all__ = [
     "CHECKPOINTS",
@@ -43,6 +48,12 @@ __all__ = [
     "save_converted",
     "Sam2ImagePredictor",
     "Sam2VideoPredictor",
+    "Sam2VideoProcessor",
+    "Sam2VideoSessionModel",
+    "Sam2VideoInferenceSession",
+    "Sam2VideoSegmentationOutput",
+    "VideoBatchTracker",
+    "VideoFrames",
     "Sam2AutomaticMaskGenerator",
     "Sam2Processor",
     "overlay",

@@ -238,3 +238,27 @@ def official_video_predictor(image_size: int = 1024, seed: int = 11, score_shift
 
     model.memory_attention.forward = float32_memory
     return model
+
+
+def random_params(config: Sam2Config, seed: int = 0, score_shift: float = 0.0) -> dict:
+    """NumPy params of ``config``'s video model (every tensor random, at a sensible scale: norm scales 1 +- 0.2,
+    biases ~ 0.2 N(0, 1), kernels ~ N(0, 1 / fan_in), other tensors N(0, 1)), drawn in a second where compiling
+    ``init_params`` takes most of a minute on two cores; for tests that need a working model, not a reference.
+    ``score_shift`` is added to the object-score head's output bias (positive: objects judged present more often)."""
+    import jax
+
+    from sam2_jax.modeling.sam2_video_model import param_shapes
+
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, shape):
+        name, r = path[-1].key, rng.standard_normal(shape.shape).astype(np.float32)
+        if name == "scale" and len(shape.shape) == 1:
+            return 1 + 0.2 * r
+        if name == "bias":
+            return 0.2 * r
+        return r / np.sqrt(np.prod(shape.shape[:-1])) if name == "kernel" else r
+
+    params = jax.tree_util.tree_map_with_path(leaf, param_shapes(config))
+    params["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] += score_shift
+    return params

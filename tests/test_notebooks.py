@@ -39,12 +39,28 @@ def test_notebooks_are_generated_and_clean():
             assert not cell.get("outputs") and not cell.get("execution_count"), f"{path.name} has outputs"
 
 
+@pytest.fixture(scope="module")
+def video_checkpoint(tmp_path_factory):
+    """transformers' ``Sam2VideoModel`` on the small tracking config, randomised, object-score bias shifted so that
+    tracked objects are seen."""
+    import torch
+    from reference import build_transformers_model, tracking_test_config
+
+    model = build_transformers_model(tracking_test_config(), seed=0, video=True)
+    with torch.no_grad():
+        model.mask_decoder.pred_obj_score_head.proj_out.bias += 1.0
+    path = tmp_path_factory.mktemp("nb") / "sam2-video-random"
+    model.save_pretrained(path)
+    return path
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path, checkpoint, monkeypatch):
+def test_notebook_runs(path, checkpoint, video_checkpoint, monkeypatch):
     """Run from notebooks/, as Jupyter does; the notebooks write only to temporary directories."""
     from nbclient import NotebookClient
 
     monkeypatch.setenv("SAM2_JAX_CHECKPOINT", str(checkpoint))
+    monkeypatch.setenv("SAM2_JAX_VIDEO_CHECKPOINT", str(video_checkpoint))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()

@@ -188,7 +188,7 @@ def test_directory_errors(tmp_path):
         VideoFrames.from_directory(tmp_path / "missing")
     (tmp_path / "video.mp4").write_bytes(b"\0")
     with pytest.raises(NotADirectoryError, match="not a directory"):
-        VideoFrames.open(tmp_path / "video.mp4")
+        VideoFrames.from_directory(tmp_path / "video.mp4")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="no <int>.jpg frames found.*empty"):
@@ -269,3 +269,131 @@ def test_array_frames_not_copied(monkeypatch):
     assert not seen  # nothing converted up front
     frames.pixel_values(3)
     assert len(seen) == 1 and np.shares_memory(seen[0], video)  # frame 3 is a view into the caller's array
+
+
+# ---- video files (PyAV) and iterators --------------------------------------------------------------------------
+
+VIDEO_FPS = 12
+
+
+def _source_frames(n=12):
+    return [np.asarray(Image.open(BEDROOM / f"{i:05d}.jpg").convert("RGB")) for i in range(n)]
+
+
+def encode_video(path, frames, codec, fps=VIDEO_FPS, gop=4):
+    """Encode (H, W, 3) uint8 frames with PyAV: a keyframe every ``gop`` frames, B-frames where the codec has them."""
+    import av
+
+    options = {
+        "libx264": {"g": str(gop), "crf": "18", "bf": "2", "preset": "ultrafast"},
+        "mpeg4": {"g": str(gop), "b": "8M"},
+        "libvpx-vp9": {"g": str(gop), "crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"},
+    }[codec]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps, options=options)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module", params=[("mp4", "libx264"), ("avi", "mpeg4"), ("webm", "libvpx-vp9")])
+def video_file(request, tmp_path_factory):
+    av = pytest.importorskip("av")
+    ext, codec = request.param
+    if codec not in av.codecs_available:
+        pytest.skip(f"this FFmpeg build has no {codec} encoder")
+    path = tmp_path_factory.mktemp("video") / f"bedroom.{ext}"
+    return encode_video(path, _source_frames(), codec)
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def test_video_file_frames(video_file):
+    frames = VideoFrames.open(video_file, image_size=64)
+    assert (frames.num_frames, frames.video_height, frames.video_width, frames.fps) == (12, 540, 960, VIDEO_FPS)
+    assert frames.frame_names is None and "12 fps" in repr(frames)
+    source = _source_frames()
+    decoded = [frames.image(i) for i in range(12)]
+    psnr = [_psnr(d, s) for d, s in zip(decoded, source, strict=True)]
+    print(f"[{video_file.suffix}] PSNR of decoded frames vs source: min {min(psnr):.1f} dB, mean {np.mean(psnr):.1f}")
+    assert all(d.shape == (540, 960, 3) and d.dtype == np.uint8 for d in decoded)
+    assert min(psnr) >= 35
+    by_array = VideoFrames.from_array(decoded, image_size=64)  # the same preprocessing as every other source
+    for i in range(12):
+        np.testing.assert_array_equal(frames.pixel_values(i), by_array.pixel_values(i))
+
+
+def test_video_file_random_access_equals_sequential(video_file):
+    from sam2_jax.processing.video_files import VideoFileReader
+
+    forward = VideoFileReader(video_file)
+    sequential = [forward.frame(i) for i in range(12)]
+    assert forward.decoded == 12  # one decode per frame walking forward
+    assert forward.frame(5) is sequential[5]  # cached
+    backward = VideoFileReader(video_file, cache_bytes=4 * 960 * 540 * 3)  # four frames: one group of 4
+    for i in reversed(range(12)):
+        np.testing.assert_array_equal(backward.frame(i), sequential[i])
+    assert backward.decoded == 12  # one seek per group, each frame decoded once
+    tiny = VideoFileReader(video_file, cache_bytes=0)  # two frames kept
+    for i in (7, 3, 11, 0, 5, 4, 2, 9, 10, 1, 6, 8, 8, 0):
+        np.testing.assert_array_equal(tiny.frame(i), sequential[i])
+    assert len(tiny._cache) == 2
+    with pytest.raises(IndexError, match=r"frame index 12 .*0\.\.11"):
+        tiny.frame(12)
+
+
+def test_video_file_errors(tmp_path, monkeypatch):
+    pytest.importorskip("av")
+    with pytest.raises(FileNotFoundError, match="video file .*missing.mp4.* does not exist"):
+        VideoFrames.open(tmp_path / "missing.mp4")
+    (tmp_path / "bad.mp4").write_bytes(b"\0" * 100)
+    (tmp_path / "notes.txt").write_text("not a video")
+    for name in ("bad.mp4", "notes.txt"):
+        with pytest.raises(ValueError, match=f"cannot read video file .*{name}"):
+            VideoFrames.open(tmp_path / name)
+    Image.new("RGB", (8, 8)).save(tmp_path / "still.png")  # FFmpeg reads it: a one-frame video
+    assert VideoFrames.open(tmp_path / "still.png", image_size=8).num_frames == 1
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        VideoFrames.from_file(BEDROOM)
+    monkeypatch.setitem(__import__("sys").modules, "av", None)  # PyAV not installed
+    with pytest.raises(ImportError, match=r"pip install 'sam2-jax\[video\]'"):
+        VideoFrames.from_file(tmp_path / "bad.mp4")
+
+
+def test_from_iterator_reads_once_in_order():
+    source = _source_frames(6)
+    consumed = []
+
+    def generate():
+        for i, f in enumerate(source):
+            consumed.append(i)
+            yield f if i % 2 else Image.fromarray(f)
+
+    frames = VideoFrames.from_iterator(generate(), image_size=32, num_frames=6, fps=25)
+    assert consumed == [0] and (frames.num_frames, frames.video_width, frames.fps) == (6, 960, 25.0)
+    by_array = VideoFrames.from_array(source, image_size=32)
+    np.testing.assert_array_equal(frames.pixel_values(0), by_array.pixel_values(0))
+    np.testing.assert_array_equal(frames.pixel_values(3), by_array.pixel_values(3))
+    assert consumed == [0, 1, 2, 3]  # lazily, up to the frame asked for
+    np.testing.assert_array_equal(frames.image(3), source[3])
+    np.testing.assert_array_equal(frames.pixel_values(2), by_array.pixel_values(2))  # still kept
+    frames.pixel_values(5)
+    with pytest.raises(ValueError, match="frame 1 of the frame iterator was read already"):
+        frames.pixel_values(1)
+    with pytest.raises(ValueError, match="num_frames is needed"):
+        VideoFrames.open(iter(source), image_size=32)  # open: an iterator goes to from_iterator
+    short = VideoFrames.from_iterator(iter(source), image_size=32, num_frames=8)
+    with pytest.raises(ValueError, match="ended after 6 frames, but num_frames is 8"):
+        short.pixel_values(7)
+    bad = VideoFrames.from_iterator(iter([source[0], source[1][:10]]), image_size=32, num_frames=2)
+    with pytest.raises(ValueError, match=r"video frame 1 is 960x10 \(WxH\), but frame 0 is 960x540"):
+        bad.pixel_values(1)
+    assert VideoFrames.from_iterator(source, image_size=32).num_frames == 6  # a sized iterable: its len()
+    with pytest.raises(ValueError, match="fps must be a positive number"):
+        VideoFrames.from_array(source, fps=0)
+    assert VideoFrames.from_directory(BEDROOM).fps is None

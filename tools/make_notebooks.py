@@ -249,6 +249,111 @@ score_diff = np.abs(out16["iou_scores"] - out["iou_scores"]).max()
 print("mask IoU bf16 vs f32:", iou.min().round(4), "| max score difference:", score_diff)""",
         ),
     ],
+    "video_tracking.ipynb": [
+        (
+            "md",
+            "# Tracking objects through a video\n\nClick an object on one frame and SAM 2 follows it: every frame "
+            "attends to a memory of the prompted frames and the frames just tracked. `Sam2VideoPredictor` has the "
+            "official `SAM2VideoPredictor`'s methods; underneath, all objects of a frame go through one jit-compiled "
+            "step over a fixed-size memory bank, so time and memory per frame do not grow with the video.",
+        ),
+        (
+            "code",
+            """import os
+# Tests point SAM2_JAX_VIDEO_CHECKPOINT at a randomised local video checkpoint; otherwise the official one (Hub).
+CHECKPOINT = os.environ.get("SAM2_JAX_VIDEO_CHECKPOINT", "facebook/sam2.1-hiera-tiny")
+print("checkpoint:", CHECKPOINT)""",
+        ),
+        (
+            "code",
+            """import numpy as np
+from IPython.display import display
+from PIL import Image
+import sam2_jax
+from sam2_jax import overlay
+
+BEDROOM = "../tests/data/videos/bedroom"  # 48 JPEG frames, 960x540, bundled with the tests
+frames = np.stack([np.asarray(Image.open(f"{BEDROOM}/{i:05d}.jpg").convert("RGB")) for i in range(0, 48, 4)])
+print(frames.shape)  # every 4th frame: 12 frames
+
+
+def show_frames(frames, masks_per_frame, columns=4, width=240):
+    \"\"\"A grid of frames with their masks (each (O, H, W) bool) drawn over them.\"\"\"
+    tiles = [Image.fromarray(overlay(f, m)).resize((width, width * f.shape[0] // f.shape[1]))
+             for f, m in zip(frames, masks_per_frame)]
+    rows = -(-len(tiles) // columns)
+    grid = Image.new("RGB", (columns * width, rows * tiles[0].height), "white")
+    for i, tile in enumerate(tiles):
+        grid.paste(tile, ((i % columns) * width, (i // columns) * tile.height))
+    display(grid)""",
+        ),
+        (
+            "md",
+            "## Official predictor interface\nA click on the girl (object 1) and a box around the boy (object 2), "
+            "both on frame 0.",
+        ),
+        (
+            "code",
+            """predictor = sam2_jax.Sam2VideoPredictor.from_pretrained(CHECKPOINT)
+state = predictor.init_state(frames)  # also a directory of <int>.jpg frames, a video file, or an iterator
+_, obj_ids, masks = predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=[[400, 200]], labels=[1])
+_, obj_ids, masks = predictor.add_new_points_or_box(state, frame_idx=0, obj_id=2, box=[150, 130, 295, 410])
+print(obj_ids, masks.shape)  # (objects, 1, H, W) logits at the video's resolution
+show_frames(frames[:1], [masks[:, 0] > 0], columns=1, width=480)""",
+        ),
+        (
+            "code",
+            """results = {t: m[:, 0] > 0 for t, ids, m in predictor.propagate_in_video(state)}
+print(len(results), "frames tracked")
+show_frames(frames, [results[t] for t in range(len(frames))])""",
+        ),
+        (
+            "md",
+            "## transformers' interface, and live frames\n`Sam2VideoProcessor` and `Sam2VideoSessionModel` take "
+            "transformers' `Sam2VideoProcessor` / `Sam2VideoModel` calls. A session made without a video takes "
+            "frames one at a time, as a camera delivers them (`frame=`); each output says how long it took.",
+        ),
+        (
+            "code",
+            """model = sam2_jax.Sam2VideoSessionModel.from_pretrained(CHECKPOINT)
+processor = sam2_jax.Sam2VideoProcessor(image_size=model.image_size)
+session = processor.init_video_session()  # no video: streaming
+live = []
+for t, frame in enumerate(frames):
+    inputs = processor(images=frame)
+    if t == 0:
+        processor.add_inputs_to_inference_session(
+            session, frame_idx=0, obj_ids=1, input_points=[[[[400, 200]]]], input_labels=[[[1]]],
+            original_size=inputs["original_sizes"][0],
+        )
+    out = model(session, frame=inputs["pixel_values"][0])
+    masks = processor.post_process_masks([out.pred_masks], inputs["original_sizes"], binarize=True)[0]
+    live.append(masks[:, 0])
+    print(f"frame {out.frame_idx}: {out.latency_s * 1000:.0f} ms", end="; ")
+show_frames(frames, live)""",
+        ),
+        (
+            "md",
+            "## From the command line\n`sam2-jax track` writes one label PNG per frame (0 background, else the "
+            "object id), the masks drawn over the frames and an animated preview; rerun after a kill, it resumes.",
+        ),
+        (
+            "code",
+            """import subprocess, sys, tempfile, pathlib
+out = pathlib.Path(tempfile.mkdtemp()) / "tracked"
+video = pathlib.Path(tempfile.mkdtemp())
+for i, f in enumerate(frames):
+    Image.fromarray(f).save(video / f"{i}.jpg")
+command = [sys.executable, "-m", "sam2_jax", "track", str(video), "--point", "0:400,200:1",
+           "--box", "0:150,130,295,410:2", "--out", str(out), "--overlay", "--model", CHECKPOINT, "--no-progress"]
+proc = subprocess.run(command, capture_output=True, text=True)
+print(proc.stdout, proc.stderr[-500:])
+assert proc.returncode == 0
+labels = np.asarray(Image.open(out / "00005.png"))
+print(sorted(p.name for p in out.iterdir())[:4], "... label values:", np.unique(labels))
+Image.open(out / "preview.gif")""",
+        ),
+    ],
     "checkpoint_conversion.ipynb": [
         (
             "md",

@@ -3,6 +3,8 @@
     sam2-jax segment IMAGE --point X,Y [--point X,Y --label 0 ...] [--box X1,Y1,X2,Y2] \
         [--model MODEL_OR_DIR] --out mask.png [--overlay overlay.png] [--multimask]
     sam2-jax generate IMAGE --out DIR [--model MODEL_OR_DIR] [--points-per-side 32] [--points-per-batch 64]
+    sam2-jax track VIDEO --point FRAME:X,Y[:OBJ] [--negative FRAME:X,Y[:OBJ]] [--box FRAME:X1,Y1,X2,Y2[:OBJ]] \
+        --out DIR [--model MODEL_OR_DIR] [--overlay] [--preview gif|webp] [--frames START:END] [--restart]
     sam2-jax convert SRC OUT [--size SIZE] [--force]
 
 ``--model`` is anything ``sam2_jax.load`` accepts: a Hub id (default ``facebook/sam2.1-hiera-tiny``), a
@@ -19,7 +21,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("segment", "generate", "convert")  # modules of this package, in --help order
+COMMANDS = ("segment", "generate", "track", "convert")  # modules of this package, in --help order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -100,7 +100,9 @@ class Sam2VideoPredictor(VideoPropagation):
         multimask via stability, binarised click masks for the memory encoder and hole filling of area 8; False
         turns them off. ``fill_hole_area`` overrides the area."""
         from ..checkpoints.loading import load
+        from ..utils.compile_cache import enable_compile_cache
 
+        enable_compile_cache()
         model, params = load(src, dtype, config=config, cache_dir=cache_dir, implementation=implementation,
                              precision=precision, video=True)  # fmt: skip
         cfg = model.config
@@ -119,9 +121,10 @@ class Sam2VideoPredictor(VideoPropagation):
     def init_state(
         self, video_path, offload_video_to_cpu=False, offload_state_to_cpu=False, async_loading_frames=False
     ):
-        """A new state for a directory of ``<int>.jpg`` frames, an (N, H, W, 3) uint8 array or a ``VideoFrames``.
-        The official offload / async options are accepted and have no effect: frames are decoded lazily on the host
-        and the state is bounded (see ``keep_history``)."""
+        """A new state for a directory of ``<int>.jpg`` frames, a video file (mp4, webm, avi...: PyAV, the
+        ``video`` extra), an (N, H, W, 3) uint8 array, an iterator of frames or a ``VideoFrames`` (see
+        ``VideoFrames.open``). The official offload / async options are accepted and have no effect: frames are
+        decoded lazily on the host and the state is bounded (see ``keep_history``)."""
         frames = VideoFrames.open(video_path, self.image_size)
         if frames.image_size != self.image_size:
             raise ValueError(f"frames are prepared at {frames.image_size} px, the model takes {self.image_size} px")

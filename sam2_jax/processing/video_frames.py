@@ -6,22 +6,29 @@ in their names, each converted to RGB and resized straight to (S, S) with PIL's 
 calls it (Pillow's default resampling, bicubic for RGB), scaled to [0, 1] and normalised with the ImageNet
 mean / std in float32. Output is channels-last.
 
-    VideoFrames.open(video, image_size=S)      a directory path, a (N, H, W, 3) uint8 array, a sequence of
-                                               (H, W, 3) uint8 arrays / PIL images, or a VideoFrames
+    VideoFrames.open(video, image_size=S)      a directory path, a video file path, a (N, H, W, 3) uint8 array, a
+                                               sequence of (H, W, 3) uint8 arrays / PIL images, an iterator of
+                                               them, or a VideoFrames
+    VideoFrames.from_file(path, S)             a video file (mp4, webm, avi...) decoded through PyAV (optional:
+                                               pip install 'sam2-jax[video]'), see ``video_files``
+    VideoFrames.from_iterator(it, S, num_frames=None)   frames read lazily and once, in order
     VideoFrames.from_pixel_values(px, H, W)    already preprocessed (N, S, S, 3) float32 pixels
     frames.pixel_values(i)                     -> (S, S, 3) float32, read-only; decoded on first use
-    frames.num_frames, len(frames), frames.video_height, frames.video_width, frames.image_size, frames.frame_names
+    frames.image(i)                            -> (H, W, 3) uint8 RGB, the original frame (not cached here)
+    frames.num_frames, len(frames), frames.video_height, frames.video_width, frames.image_size, frames.frame_names,
+    frames.fps (the file's frame rate; None for directories / arrays / iterators unless given)
 
 Frames are decoded only when asked for and at most ``cache_size`` of them are kept (least recently used out),
 so a long video never sits in memory at model resolution. In-memory frames are kept by reference, not copied.
-Only NumPy and PIL are used here.
+A video file is decoded from the keyframe before the frame asked for, with its own bounded cache of decoded frames
+(``video_files.VideoFileReader``), so walking forward or backward frame by frame decodes about one frame per step.
 """
 
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,6 +55,10 @@ def _normalise(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+def _pil(frame: Any) -> Image.Image:
+    return frame if isinstance(frame, Image.Image) else Image.fromarray(frame)
+
+
 def _resize(image: Image.Image, image_size: int) -> np.ndarray:
     return np.asarray(image.convert("RGB").resize((image_size, image_size)))  # as the official calls it
 
@@ -66,23 +77,33 @@ class VideoFrames:
         video_height: int,
         video_width: int,
         image_size: int,
-        decode: Callable[[int], np.ndarray],
+        decode: Callable[[int], np.ndarray] | None = None,
         cache_size: int = 2,
         frame_names: list[str] | None = None,
+        read: Callable[[int], Any] | None = None,
+        fps: float | None = None,
     ):
+        """``read(i)``: the original frame i (an (H, W, 3) uint8 array or a PIL image); ``decode(i)``: its model
+        pixels (by default ``read`` resized and normalised)."""
         self.num_frames = num_frames
         self.video_height = video_height
         self.video_width = video_width
         self.image_size = image_size
         self.frame_names = frame_names
-        self._decode = decode
+        if fps is not None and not (isinstance(fps, (int, float, np.number)) and 0 < fps < float("inf")):
+            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        self.fps = None if fps is None else float(fps)
+        self._read = read
+        self._decode = decode or (lambda i: _normalise(_resize(_pil(read(i)), image_size)))
         self._cache_size = _positive_int(cache_size, "cache_size", minimum=0)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     # ---- constructors ----------------------------------------------------------------------------------------
 
     @classmethod
-    def from_directory(cls, path: str | os.PathLike, image_size: int = 1024, cache_size: int = 2) -> VideoFrames:
+    def from_directory(
+        cls, path: str | os.PathLike, image_size: int = 1024, cache_size: int = 2, fps: float | None = None
+    ) -> VideoFrames:
         """A directory of ``<int>.jpg`` frames; only frame 0's header is read here."""
         image_size = _positive_int(image_size, "image_size")
         directory = os.fspath(path)
@@ -90,8 +111,8 @@ class VideoFrames:
             raise FileNotFoundError(f"video directory {directory!r} does not exist")
         if not os.path.isdir(directory):
             raise NotADirectoryError(
-                f"{directory!r} is not a directory: only a directory of JPEG frames (<int>.jpg) is supported; "
-                "extract a video file's frames first, e.g. ffmpeg -i video.mp4 -q:v 2 -start_number 0 dir/'%05d.jpg'"
+                f"{directory!r} is not a directory of JPEG frames (<int>.jpg); for a video file use "
+                "VideoFrames.from_file (or open)"
             )
         with os.scandir(directory) as entries:
             listing = sorted(e.name for e in entries)
@@ -117,7 +138,7 @@ class VideoFrames:
         except Exception as e:
             raise ValueError(f"cannot read video frame {paths[0]!r}: {e}") from e
 
-        def decode(i: int) -> np.ndarray:
+        def read(i: int) -> Image.Image:
             try:
                 image = Image.open(paths[i])
             except Exception as e:
@@ -129,23 +150,17 @@ class VideoFrames:
                         f"{names[0]!r} is {width}x{height}: all frames of a video must have the same size"
                     )
                 try:
-                    rgb = _resize(image, image_size)
+                    return image.convert("RGB")
                 except Exception as e:
                     raise ValueError(f"cannot decode video frame {paths[i]!r}: {e}") from e
-            return _normalise(rgb)
 
-        return cls(
-            num_frames=len(paths),
-            video_height=height,
-            video_width=width,
-            image_size=image_size,
-            decode=decode,
-            cache_size=cache_size,
-            frame_names=names,
-        )
+        return cls(num_frames=len(paths), video_height=height, video_width=width, image_size=image_size, read=read,
+                   cache_size=cache_size, frame_names=names, fps=fps)  # fmt: skip
 
     @classmethod
-    def from_array(cls, frames: Any, image_size: int = 1024, cache_size: int = 2) -> VideoFrames:
+    def from_array(
+        cls, frames: Any, image_size: int = 1024, cache_size: int = 2, fps: float | None = None
+    ) -> VideoFrames:
         """A (N, H, W, 3) uint8 array, or a sequence of (H, W, 3) uint8 arrays / PIL images, all of one size;
         kept by reference and resized frame by frame the same PIL way as files."""
         image_size = _positive_int(image_size, "image_size")
@@ -179,18 +194,40 @@ class VideoFrames:
                     "all frames of a video must have the same size"
                 )
 
-        def decode(i: int) -> np.ndarray:
-            f = items[i]
-            return _normalise(_resize(f if isinstance(f, Image.Image) else Image.fromarray(f), image_size))
+        return cls(num_frames=len(items), video_height=height, video_width=width, image_size=image_size,
+                   read=items.__getitem__, cache_size=cache_size, fps=fps)  # fmt: skip
 
-        return cls(
-            num_frames=len(items),
-            video_height=height,
-            video_width=width,
-            image_size=image_size,
-            decode=decode,
-            cache_size=cache_size,
-        )
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike, image_size: int = 1024, cache_size: int = 2, fps: float | None = None, **reader
+    ) -> VideoFrames:
+        """A video file decoded lazily through PyAV (``video_files.VideoFileReader``; ``reader`` options such as
+        ``cache_bytes`` go to it); ``fps`` defaults to the file's frame rate."""
+        from .video_files import VideoFileReader
+
+        image_size = _positive_int(image_size, "image_size")
+        source = VideoFileReader(path, **reader)
+        return cls._from_reader(source, image_size, cache_size, source.fps if fps is None else fps)
+
+    @classmethod
+    def _from_reader(cls, source: Any, image_size: int, cache_size: int, fps: float | None) -> VideoFrames:
+        """Frames of a ``video_files`` reader (``num_frames``, ``height``, ``width``, ``frame(i)``)."""
+        return cls(num_frames=source.num_frames, video_height=source.height, video_width=source.width,
+                   image_size=image_size, read=source.frame, cache_size=cache_size, fps=fps)  # fmt: skip
+
+    @classmethod
+    def from_iterator(
+        cls, frames: Any, image_size: int = 1024, num_frames: int | None = None, cache_size: int = 2,
+        fps: float | None = None,
+    ) -> VideoFrames:  # fmt: skip
+        """Frames of an iterable ((H, W, 3) uint8 arrays or PIL images), consumed lazily, once and in order
+        (``video_files.FrameIteratorReader``); ``num_frames`` is needed unless it has ``len()``. The first frame is
+        read here. A frame asked for again after it left both caches raises ``ValueError``."""
+        from .video_files import FrameIteratorReader
+
+        image_size = _positive_int(image_size, "image_size")
+        return cls._from_reader(FrameIteratorReader(frames, num_frames, keep=max(2, cache_size)), image_size,
+                                cache_size, fps)  # fmt: skip
 
     @classmethod
     def from_pixel_values(cls, pixel_values: Any, video_height: int, video_width: int) -> VideoFrames:
@@ -220,16 +257,23 @@ class VideoFrames:
         )
 
     @classmethod
-    def open(cls, video: Any, image_size: int = 1024, cache_size: int = 2) -> VideoFrames:
-        """A directory path -> ``from_directory``; a ``VideoFrames`` -> itself (its image_size must match);
-        anything else -> ``from_array``."""
+    def open(cls, video: Any, image_size: int = 1024, cache_size: int = 2, fps: float | None = None) -> VideoFrames:
+        """A directory -> ``from_directory``; a file, or a missing path with a video extension -> ``from_file``;
+        a ``VideoFrames`` -> itself (its image_size must match); an iterator (not a sequence or array) ->
+        ``from_iterator``; anything else -> ``from_array``."""
         if isinstance(video, VideoFrames):
             if video.image_size != image_size:
                 raise ValueError(f"the video's frames are {video.image_size}x{video.image_size}, not {image_size}")
             return video
         if isinstance(video, (str, os.PathLike)):
-            return cls.from_directory(video, image_size=image_size, cache_size=cache_size)
-        return cls.from_array(video, image_size=image_size, cache_size=cache_size)
+            from .video_files import is_video_file_name
+
+            if os.path.isfile(video) or (not os.path.exists(video) and is_video_file_name(video)):
+                return cls.from_file(video, image_size=image_size, cache_size=cache_size, fps=fps)
+            return cls.from_directory(video, image_size=image_size, cache_size=cache_size, fps=fps)
+        if isinstance(video, Iterator):
+            return cls.from_iterator(video, image_size=image_size, cache_size=cache_size, fps=fps)
+        return cls.from_array(video, image_size=image_size, cache_size=cache_size, fps=fps)
 
     # ---- access ----------------------------------------------------------------------------------------------
 
@@ -239,7 +283,7 @@ class VideoFrames:
     def __repr__(self) -> str:
         return (
             f"VideoFrames({self.num_frames} frames, {self.video_width}x{self.video_height} -> "
-            f"{self.image_size}x{self.image_size})"
+            f"{self.image_size}x{self.image_size}{'' if self.fps is None else f', {self.fps:g} fps'})"
         )
 
     def check_index(self, frame_idx: Any) -> int:
@@ -249,6 +293,13 @@ class VideoFrames:
         if not 0 <= frame_idx < self.num_frames:
             raise IndexError(f"frame index {int(frame_idx)} is out of range: the video has frames 0..{len(self) - 1}")
         return int(frame_idx)
+
+    def image(self, frame_idx: int) -> np.ndarray:
+        """The original frame ``frame_idx`` as (video_height, video_width, 3) uint8 RGB (for drawing on)."""
+        i = self.check_index(frame_idx)
+        if self._read is None:
+            raise ValueError("these frames were given as preprocessed pixel values: the original frames are unknown")
+        return np.asarray(_pil(self._read(i)).convert("RGB"))
 
     def pixel_values(self, frame_idx: int) -> np.ndarray:
         """Frame ``frame_idx`` as (image_size, image_size, 3) float32, normalised, read-only; decoded once

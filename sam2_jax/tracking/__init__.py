@@ -2,7 +2,7 @@
 (``steps``). ``sam2_jax.frontends.video_predictor`` puts the official predictor's interface on top."""
 
 from .memory_bank import MemoryBank, Selection, bucket_of, empty_bank, select, write
-from .steps import Tracker, TrackOutput
+from .steps import Tracker, TrackOutput, track_step
 
 __all__ = [
     "MemoryBank",
@@ -13,4 +13,5 @@ __all__ = [
     "empty_bank",
     "select",
     "write",
+    "track_step",
 ]

@@ -74,7 +74,8 @@ def condition_on_memory(model: Sam2VideoModel, bank: MemoryBank, frame: FrameFea
     return model.attend_to_memory(current, frame.position, memory, memory_position, num_pointer_tokens, mask)
 
 
-def _track(model, bank, frame, frame_idx, reverse, num_frames, active, multimask, memory_dtype):
+def track_step(model, bank, frame, frame_idx, reverse, num_frames, active, multimask, memory_dtype):
+    """The unjitted tracked-frame step (``Tracker.track``), for callers that vmap or shard it over videos."""
     features = condition_on_memory(model, bank, frame, frame_idx, reverse, num_frames)
     heads = model.sam_heads(features, frame, multimask_output=multimask)
     current = jnp.broadcast_to(frame.features, features.shape)
@@ -123,7 +124,7 @@ class Tracker:
 
         md = self.memory_dtype
         self.frame_features = jax.jit(bind(Sam2VideoModel.frame_features))
-        self.track = jax.jit(bind(functools.partial(_track, memory_dtype=md)), static_argnames=("multimask",))
+        self.track = jax.jit(bind(functools.partial(track_step, memory_dtype=md)), static_argnames=("multimask",))
         self.prompt = jax.jit(bind(_prompt), static_argnames=("initial", "multimask"))
         self.mask_prompt = jax.jit(bind(Sam2VideoModel.mask_as_output))
         self.encode = jax.jit(bind(functools.partial(_encode, memory_dtype=md)))
