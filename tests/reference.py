@@ -240,15 +240,17 @@ def official_video_predictor(image_size: int = 1024, seed: int = 11, score_shift
     return model
 
 
-def random_params(config: Sam2Config, seed: int = 0, score_shift: float = 0.0) -> dict:
-    """NumPy params of ``config``'s video model (every tensor random, at a sensible scale: norm scales 1 +- 0.2,
-    biases ~ 0.2 N(0, 1), kernels ~ N(0, 1 / fan_in), other tensors N(0, 1)), drawn in a second where compiling
-    ``init_params`` takes most of a minute on two cores; for tests that need a working model, not a reference.
+def random_params(config: Sam2Config, seed: int = 0, score_shift: float = 0.0, video: bool = True) -> dict:
+    """NumPy params of ``config``'s video model, or with ``video=False`` its image model (every tensor random, at a
+    sensible scale: norm scales 1 +- 0.2, biases ~ 0.2 N(0, 1), kernels ~ N(0, 1 / fan_in), other tensors N(0, 1)),
+    drawn in a second where compiling ``init_params`` takes most of a minute on two cores; for tests that need a
+    working model, not a reference.
     ``score_shift`` is added to the object-score head's output bias (positive: objects judged present more often)."""
     import jax
 
-    from sam2_jax.modeling.sam2_video_model import param_shapes
+    from sam2_jax.modeling import sam2_model, sam2_video_model
 
+    param_shapes = (sam2_video_model if video else sam2_model).param_shapes
     rng = np.random.default_rng(seed)
 
     def leaf(path, shape):

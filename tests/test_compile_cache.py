@@ -37,13 +37,13 @@ print("RESULT", counts["hits"], counts["compiles"], jax.config.jax_compilation_c
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from reference import tiny_test_config
+    from reference import random_params, tiny_test_config
 
-    from sam2_jax import init_params, save_converted
+    from sam2_jax import save_converted
 
     config = tiny_test_config()
     path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_converted(path, config, jax.device_get(jax.jit(lambda k: init_params(config, k))(jax.random.PRNGKey(0))))
+    save_converted(path, config, random_params(config, video=False))
     return path
 
 
