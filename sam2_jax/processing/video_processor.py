@@ -25,6 +25,7 @@ processor.post_process_masks(masks, original_sizes, binarize=True, ...)  (``Sam2
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 from typing import Any
@@ -39,9 +40,11 @@ from .video_frames import VideoFrames
 BOX_LABELS = np.asarray(prompts.BOX_CORNER_LABELS, np.int32)
 
 
+@functools.lru_cache(maxsize=16)
 def _fixed_point_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """torchvision's antialiased bilinear taps for one axis: (n_out, K) input indices, (n_out, K) int64 weights
-    scaled by 2**precision (rounded half away from zero), and the precision (the most bits keeping weights in int16)."""
+    """torchvision's antialiased bilinear taps for one axis: (n_out, K) input indices, (n_out, K) int32 weights
+    scaled by 2**precision (rounded half away from zero), and the precision (the most bits keeping weights in int16).
+    The weights of a row sum to about 2**precision <= 2**22, so 255 times them fits in int32. Cached per size."""
     scale = n_in / n_out
     support, inv = (scale, 1.0 / scale) if scale >= 1.0 else (1.0, 1.0)
     rows = []
@@ -61,13 +64,13 @@ def _fixed_point_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, in
     while precision < 22 and int(0.5 + weight.max() * (1 << (precision + 1))) < (1 << 15):
         precision += 1
     v = weight * (1 << precision)
-    return index, np.where(v < 0, v - 0.5, v + 0.5).astype(np.int64), precision
+    return index, np.where(v < 0, v - 0.5, v + 0.5).astype(np.int32), precision
 
 
 def _resize_axis(x: np.ndarray, n_out: int, axis: int) -> np.ndarray:
     index, weight, precision = _fixed_point_taps(x.shape[axis], n_out)
-    x = np.moveaxis(x, axis, 0).astype(np.int64)  # (n_in, ..., C)
-    acc = np.full((n_out, *x.shape[1:]), 1 << (precision - 1), np.int64)
+    x = np.moveaxis(x, axis, 0).astype(np.int32)  # (n_in, ..., C)
+    acc = np.full((n_out, *x.shape[1:]), 1 << (precision - 1), np.int32)
     for k in range(index.shape[1]):
         acc += x[index[:, k]] * weight[:, k].reshape(-1, *([1] * (x.ndim - 1)))
     return np.moveaxis(np.clip(acc >> precision, 0, 255).astype(np.uint8), 0, axis)
