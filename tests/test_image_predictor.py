@@ -225,3 +225,72 @@ def test_predict_batched_pads_once_and_is_stateless(ours, monkeypatch):
     np.testing.assert_array_equal(scores_b, scores)
     with pytest.raises(ValueError, match="do not fit"):
         ours.predict_batched(pts, labels, pad_to=2)
+
+
+def _host_post_process(predictor, low_res, size, threshold=0.0, binarize=True, hole=0.0, sprinkle=0.0):
+    """The former host path: the processor's NumPy post-processing (matrix-form upsampling, then threshold)."""
+    return predictor.processor.post_process_masks(
+        low_res[None], [size], threshold, binarize, max_hole_area=hole, max_sprinkle_area=sprinkle
+    )[0]
+
+
+@pytest.mark.parametrize("threshold", [0.0, -1.5])
+def test_device_post_processing_equals_host_path(ours, threshold):
+    """``predict``'s on-device upsample + threshold against the former NumPy path: bool masks equal but for
+    pixels within float rounding of the threshold (< 1e-5 of them), logits within 1e-6 relative L2; 17 boxes
+    run as chunks 16 + 1; hole filling still applies."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform([0, 0], [W / 2, H / 2], (17, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(50, [W / 2, H / 2], (17, 2))], 1)
+    saved = ours.mask_threshold
+    ours.mask_threshold = threshold
+    try:
+        low, _ = ours.predict_batched(boxes=boxes, multimask_output=False)
+        masks, _, _ = ours.predict(box=boxes, multimask_output=False)
+        want = _host_post_process(ours, low, (H, W), threshold)
+        assert masks.dtype == np.bool_ and masks.shape == want.shape == (17, 1, H, W)
+        flipped = np.mean(masks != want)
+        print(f"[parity] device vs host masks, threshold {threshold}: {flipped:.2e} of the pixels differ")
+        assert flipped < 1e-5
+
+        pt = dict(point_coords=np.array([[900.0, 500.0]]), point_labels=np.array([1]))
+        logits, _, _ = ours.predict(multimask_output=True, return_logits=True, **pt)
+        low, _ = ours.predict_batched(pt["point_coords"], pt["point_labels"], multimask_output=True)
+        want = _host_post_process(ours, low, (H, W), threshold, binarize=False)[0]
+        assert logits.dtype == np.float32 and logits.shape == want.shape == (3, H, W)
+        err = rel_l2(logits, want)
+        print(f"[parity] device vs host full-size logits, threshold {threshold}: relative L2 {err:.2e}")
+        assert err < 1e-6, err
+    finally:
+        ours.mask_threshold = saved
+
+    filled = Sam2ImagePredictor(ours.model, ours.params, max_hole_area=40.0, max_sprinkle_area=40.0)
+    filled._embedding = ours.embedding
+    masks, _, _ = filled.predict(multimask_output=True, **pt)
+    want = _host_post_process(filled, low, (H, W), hole=40.0, sprinkle=40.0)[0]
+    assert np.mean(masks != want) < 1e-5
+
+
+def test_device_post_processing_compiles_per_size_and_chunk(ours):
+    """One compile per original size and prompt chunk: new box counts made of known chunks do not recompile."""
+    from sam2_jax.frontends.image_predictor import ImageEmbedding
+    from sam2_jax.processing.masks import _rows_jit  # the compiled pass that sees the output size
+
+    size = (601, 901)  # a size no other test uses: its compiles start from zero
+    fresh = Sam2ImagePredictor(ours.model, ours.params)
+    fresh._embedding = ImageEmbedding(ours.embedding.features, (size,))
+
+    def boxes(n):
+        return dict(box=np.array([[10.0, 20.0, 400.0, 500.0]] * n), multimask_output=False)
+
+    start = jit_compiles(_rows_jit)
+    fresh.predict(**boxes(5))  # chunks 4 + 1
+    assert jit_compiles(_rows_jit) == start + 2
+    for n in (2, 3, 6, 8):
+        fresh.predict(**boxes(n))
+    assert jit_compiles(_rows_jit) == start + 2
+    fresh.predict(**boxes(16))
+    assert jit_compiles(_rows_jit) == start + 3
+    masks, scores, low = fresh.predict(**boxes(6))
+    assert masks.shape == (6, 1, *size) and scores.shape == (6, 1) and low.shape == (6, 1, 256, 256)
+    assert masks.dtype == np.bool_ and (masks == masks[:1]).all()

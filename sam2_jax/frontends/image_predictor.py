@@ -3,12 +3,21 @@
 ``set_image(image)`` runs the jit-compiled image encoder once; ``predict(...)`` decodes prompts against the
 stored embedding and returns NumPy arrays in the official shapes and order:
 
-  masks            (C, H, W) at the original image size (bool, or float logits with ``return_logits``)
+  masks            (C, H, W) at the original image size: bool (1 byte a pixel), or float32 logits with
+                   ``return_logits``
   scores           (C,) predicted IoU
   low_res_logits   (C, 256, 256), clamped to [-32, 32] like the official predictor
 
 with C = 3 when ``multimask_output`` and 1 otherwise, and a leading (B,) axis when several prompts are given
 at once (points (B, N, 2), boxes (B, 4), masks (B, 1, 256, 256)).
+
+Post-processing runs on the device: the low-res logits are upsampled straight to the original size (bilinear,
+``align_corners=False``, as the official ``SAM2Transforms.postprocess_masks``) and thresholded at
+``mask_threshold`` in one compiled call (``processing.masks.masks_to_size``), so the float full-size logits are
+never stored unless ``return_logits``; only hole filling / sprinkle removal (``max_hole_area``,
+``max_sprinkle_area``, connected components at 256 px) runs on the host. That call compiles once per original
+image size (and per ``PROMPT_BUCKETS`` chunk of prompts, multimask or not, logits or not): the first ``predict``
+on a new image size pays a compile of a few tenths of a second.
 
 ``embed_image(image)`` -> ``ImageEmbedding`` and ``predict_batched(points (P, N, 2), labels (P, N), boxes (P, 4),
 mask_input (P, 1, 256, 256), embedding=...)`` -> (low-res logits (P, M, 256, 256), scores (P, M)) are the
@@ -40,7 +49,8 @@ import numpy as np
 
 from ..modeling.sam2_model import Sam2Model
 from ..processing import prompts
-from ..processing.masks import LOW_RES_CLAMP
+from ..processing.components import fill_holes_and_remove_sprinkles
+from ..processing.masks import LOW_RES_CLAMP, masks_to_size
 from ..processing.processor import Sam2Processor
 
 
@@ -235,28 +245,44 @@ class Sam2ImagePredictor:
         return outs
 
     def _predict_one(self, img_idx, points, labels, box, mask_input, multimask_output, return_logits, normalize):
-        low_res, scores = self.predict_batched(
-            points,
-            labels,
-            box,
-            mask_input,
-            multimask_output=multimask_output,
-            image_index=img_idx,
-            normalize_coords=normalize,
+        low_res_dev, scores, n = self._decode_prompts(
+            points, labels, box, mask_input, multimask_output, self._require_image(), img_idx, normalize, None
         )
         h, w = self._orig_hw[img_idx]
-        masks = self.processor.post_process_masks(
-            low_res[None],
-            [(h, w)],
-            mask_threshold=self.mask_threshold,
-            binarize=not return_logits,
-            max_hole_area=self.max_hole_area,
-            max_sprinkle_area=self.max_sprinkle_area,
-        )[0]
-        low_res = np.clip(low_res, -LOW_RES_CLAMP, LOW_RES_CLAMP)
+        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:  # connected components: on the host, at 256 px
+            src = fill_holes_and_remove_sprinkles(
+                np.asarray(low_res_dev)[:n], self.max_hole_area, self.max_sprinkle_area, self.mask_threshold
+            )
+            masks = self.postprocess_masks(src, (h, w), binarize=not return_logits)
+        else:
+            masks = self.postprocess_masks(low_res_dev, (h, w), binarize=not return_logits, count=n)
+        low_res = np.clip(np.asarray(low_res_dev)[:n], -LOW_RES_CLAMP, LOW_RES_CLAMP)
         if len(scores) == 1:  # the official predictor squeezes a batch of one
             return masks[0], scores[0], low_res[0]
         return masks, scores, low_res
+
+    def postprocess_masks(self, low_res, size: tuple[int, int], binarize: bool = True, count: int | None = None):
+        """Low-res logits (P, M, h, w) (NumPy or on the device) -> (count, M, H, W) NumPy at ``size`` = (H, W):
+        bool ``logits > mask_threshold`` when ``binarize``, else float32 logits (the official postprocessing:
+        bilinear, ``align_corners=False``, straight to the original size; no hole filling here).
+
+        On the device, one compiled call per chunk (``processing.masks.masks_to_size``). The first ``count``
+        (default all P) prompts are taken in chunks whose sizes are ``PROMPT_BUCKETS`` (17 = 16 + 1), so the
+        compiles per image size are bounded by the buckets and no padded prompt is upsampled."""
+        count = len(low_res) if count is None else count
+        size = (int(size[0]), int(size[1]))
+        parts, start = [], 0
+        while start < count:
+            step = max(b for b in prompts.PROMPT_BUCKETS if b <= count - start)
+            chunk = low_res if step == len(low_res) else low_res[start : start + step]
+            parts.append(np.asarray(masks_to_size(chunk, size, self.mask_threshold, binarize)))
+            start += step
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            shape = (0, *low_res.shape[1:-2], *size)
+            return np.zeros(shape, np.bool_ if binarize else np.float32)
+        return np.concatenate(parts)
 
     def predict_batched(
         self,
@@ -280,6 +306,14 @@ class Sam2ImagePredictor:
         ``set_image``/``set_image_batch``. The prompts are padded once, to ``pad_to`` prompts when given (one
         compile for batches of up to ``pad_to`` prompts) or else to the next bucket."""
         emb = self._require_image() if embedding is None else embedding
+        low_res, scores, n = self._decode_prompts(
+            points, labels, boxes, mask_input, multimask_output, emb, image_index, normalize_coords, pad_to
+        )
+        return np.asarray(low_res)[:n], scores
+
+    def _decode_prompts(self, points, labels, boxes, mask_input, multimask_output, emb, image_index, normalize, pad_to):
+        """Pad and decode: low-res logits (p, M, 256, 256) of the p >= n padded prompts, left on the device, the
+        scores (n, M) NumPy, and n."""
         size = emb.original_sizes[image_index]
         n_masks = None
         if mask_input is not None:
@@ -296,7 +330,7 @@ class Sam2ImagePredictor:
             size=size,
             image_size=self.image_size,
             n_prompts=n_masks,
-            normalize=normalize_coords,
+            normalize=normalize,
         )
         n = enc.n_prompts
         if n_masks is not None and n_masks not in (1, n):
@@ -318,4 +352,4 @@ class Sam2ImagePredictor:
             args["masks"] = (np.pad(m, ((0, p - n), (0, 0), (0, 0))) if len(m) == n else m)[None]
         features = tuple(f[image_index : image_index + 1] for f in emb.features)
         low_res, scores = self._decode(self.params, self._image_pe, features, multimask_output=multimask_output, **args)
-        return np.asarray(low_res[0, :n]), np.asarray(scores[0, :n])
+        return low_res[0], np.asarray(scores[0])[:n], n
