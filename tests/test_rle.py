@@ -57,7 +57,7 @@ def test_mask_to_rle_edge_cases():
 
 
 # Reference strings from cocodataset/cocoapi's common/maskApi.c (``rleToString``, the code behind
-# ``pycocotools.mask.frPyObjects``), compiled and run on these counts; pycocotools is not installed here.
+# ``pycocotools.mask.frPyObjects``), compiled and run on these counts (pycocotools itself is checked below).
 COCO_VECTORS = [
     (4, 5, [0, 3, 2, 15], "032<"),
     (3, 3, [9], "9"),
@@ -88,7 +88,8 @@ def test_coco_rle_round_trip(h, w):
 
 
 def test_coco_rle_matches_pycocotools():
-    mask_utils = pytest.importorskip("pycocotools.mask")
+    import pycocotools.mask as mask_utils  # a dev (and train) dependency
+
     masks = _random_masks(np.random.default_rng(5), 6, 61, 43)
     for r, mask in zip(rle.mask_to_rle(masks), masks, strict=True):
         ours = rle.coco_encode_rle(r)

@@ -6,6 +6,9 @@
     sam2-jax track VIDEO --point FRAME:X,Y[:OBJ] [--negative FRAME:X,Y[:OBJ]] [--box FRAME:X1,Y1,X2,Y2[:OBJ]] \
         --out DIR [--model MODEL_OR_DIR] [--overlay] [--preview gif|webp] [--frames START:END] [--restart]
     sam2-jax convert SRC OUT [--size SIZE] [--force]
+    sam2-jax export SRC OUT [--format transformers|pt] [--force]
+    sam2-jax finetune DATA --model SRC --out OUT [--train decoder|prompt+decoder|all] [--steps N] \
+        [--batch-size B] [--lr LR] [--coco FILE] [--eval-fraction F] [--seed S]
 
 ``--model`` is anything ``sam2_jax.load`` accepts: a Hub id (default ``facebook/sam2.1-hiera-tiny``), a
 converted directory, a transformers directory or an original ``.pt``. Coordinates are in image pixels.
@@ -21,7 +24,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("segment", "generate", "track", "convert")  # modules of this package, in --help order
+COMMANDS = ("segment", "generate", "track", "convert", "export", "finetune")  # modules of this package, in --help order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,11 +1,27 @@
-"""Fine-tuning SAM 2 with optax: the official losses (``losses``), training prompt simulation (``prompts``) and a
-jitted train step (``step``)."""
+"""Fine-tuning SAM 2 with optax: the official losses (``losses``), training prompt simulation (``prompts``), a
+jitted train step (``step``), datasets of instance masks (``data``: PNG directories, ``coco``: COCO JSON) with a
+deterministic resumable loader, generated shape datasets (``synthetic``), and the data-parallel ``Trainer``
+(``trainer``) with its resumable run directory (``train_state``)."""
 
+from .data import DataLoader, Example, SegmentationDataset
 from .losses import WEIGHTS, StepOutput, dice_loss, focal_loss, iou_loss, multistep_loss, object_score_loss
 from .prompts import append_points, mask_to_box, sample_box, sample_error_points, sample_initial_prompt
 from .step import TrainStep, make_optimizer, make_train_step, trainable_labels
+from .synthetic import make_shapes_example, write_coco, write_shapes_dataset
+from .train_state import RunDirectory
+from .trainer import EmbeddingCache, Trainer, center_clicks
 
 __all__ = [
+    "EmbeddingCache",
+    "RunDirectory",
+    "Trainer",
+    "center_clicks",
+    "DataLoader",
+    "Example",
+    "SegmentationDataset",
+    "make_shapes_example",
+    "write_coco",
+    "write_shapes_dataset",
     "WEIGHTS",
     "StepOutput",
     "TrainStep",

@@ -1,0 +1,311 @@
+"""``sam2-jax finetune DATA --model SRC --out OUT``: fine-tune SAM 2 on your images and masks, resumably.
+
+In: DATA, a directory ``images/`` + ``masks/`` (``training.data.SegmentationDataset.from_directory``: a label PNG
+per image or a folder of binary PNGs per image), or with ``--coco FILE`` the images directory of a COCO
+annotation file; ``--model``, anything ``sam2_jax.load`` reads. Training (``training.trainer.Trainer``): the
+official losses, a click (or ``--use-box`` a box) sampled per object plus ``--correction-steps`` correction clicks,
+AdamW with warm-up + cosine decay, data-parallel over every local device (``--batch-size`` a multiple of their
+number), the frozen image encoder run once per image (``--train decoder`` / ``prompt+decoder``).
+Out, in OUT: ``config.json`` + ``flax_params.safetensors`` (``sam2_jax.load(OUT)`` reads the fine-tuned model;
+every tensor of the source kept, video ones included), ``metrics.jsonl`` (one JSON object per logged step),
+``curves.png`` (loss and IoU), ``train_state/`` (resumable), and with ``--eval-fraction`` ``eval.json`` (held-out
+mIoU from one centre click per object, before and after).
+
+The state is saved every ``--checkpoint-every`` steps; rerunning the same command continues from it and ends
+with the params of an uninterrupted run; a finished run says so and exits 0. A rerun with another DATA, model or
+setting is refused with one line naming what differs. Bad input exits 1 with one line ``error: <reason>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from .common import add_model_argument
+
+EVAL_FILE = "eval.json"
+TRAINABLE = ("decoder", "prompt+decoder", "all")  # training.step.TRAINABLE (not imported: keeps --help fast)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune the mask decoder (or more) on images and masks, resumably")
+    p.description = "Fine-tune SAM 2 on an instance-segmentation dataset; rerun the same command to resume."
+    p.add_argument("data", help="dataset directory (images/ + masks/), or the images directory with --coco")
+    add_model_argument(p)
+    p.add_argument("--out", required=True, help="output directory (fine-tuned model, metrics, curves, state)")
+    p.add_argument("--train", choices=TRAINABLE, default="decoder", help="what trains (default decoder)")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
+    p.add_argument("--batch-size", type=int, help="images per step, a multiple of the device count (default 8)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    p.add_argument("--warmup", type=int, help="linear warm-up steps (default steps // 20)")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices (default 0.1)")
+    p.add_argument("--clip", type=float, default=0.1, help="gradient clipping by global norm, 0 = none (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="data order and prompt sampling seed (default 0)")
+    p.add_argument("--coco", metavar="FILE", help="COCO annotation file; DATA is then its images directory")
+    p.add_argument("--image-size", type=int, help="model input size (default: the model's)")
+    p.add_argument("--mask-size", type=int, help="target mask size (default image size / 4, the low-res logits)")
+    p.add_argument("--max-objects", type=int, default=4, help="objects per image per step (default 4)")
+    p.add_argument("--correction-steps", type=int, default=2, help="correction clicks per object (default 2)")
+    p.add_argument("--use-box", action="store_true", help="first prompt: a jittered box instead of a click")
+    p.add_argument("--bf16", action="store_true", help="compute in bfloat16 (params stay float32)")
+    p.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this fraction of the images and "
+        "report their mIoU from one click before and after (default 0: none)",
+    )
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N", help="save the state every N steps")
+    p.add_argument("--log-every", type=int, default=10, metavar="N", help="log metrics every N steps")
+    p.add_argument("--cache-gb", type=float, default=4.0, help="host memory for cached image embeddings (GiB)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fingerprint(path: str) -> str:
+    """A digest of a local file or directory's content listing (relative names and sizes); a Hub id as it is."""
+    p = Path(path)
+    if not p.exists():
+        return str(path)
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(p) if f != p else f.name}\0{f.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class Subset:
+    """Some examples of a dataset (the held-out split), with the methods the DataLoader uses."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+    def load(self, i: int, select=None):
+        return self.dataset.load(self.indices[i], select)
+
+    def size(self, i: int):
+        return self.dataset.size(self.indices[i])
+
+    def image_path(self, i: int):
+        return self.dataset.image_path(self.indices[i])
+
+
+def config_at(config, size: int):
+    """``config`` run at ``size`` px (the param shapes do not depend on it)."""
+    import dataclasses
+
+    if size == config.prompt_encoder_config.image_size:
+        return config
+    if size % 16:
+        raise ValueError(f"--image-size must be a multiple of 16, got {size}")
+    grid, vc = size // 16, config.vision_config
+    vision = dataclasses.replace(
+        vc,
+        backbone_config=dataclasses.replace(vc.backbone_config, image_size=(size, size)),
+        backbone_feature_sizes=((grid * 4, grid * 4), (grid * 2, grid * 2), (grid, grid)),
+    )
+    changes = {
+        "vision_config": vision,
+        "prompt_encoder_config": dataclasses.replace(config.prompt_encoder_config, image_size=size),
+    }
+    if getattr(config, "video_config", None) is not None:
+        changes["video_config"] = dataclasses.replace(
+            config.video_config, image_size=size, memory_attention_rope_feat_sizes=(grid, grid)
+        )
+    return dataclasses.replace(config, **changes)
+
+
+def _check_numbers(args) -> None:
+    for flag, value, low in (
+        ("--steps", args.steps, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--max-objects", args.max_objects, 1),
+        ("--correction-steps", args.correction_steps, 0),
+        ("--checkpoint-every", args.checkpoint_every, 1),
+        ("--log-every", args.log_every, 1),
+        ("--mask-size", args.mask_size, 1),
+        ("--image-size", args.image_size, 16),
+        ("--warmup", args.warmup, 0),
+    ):
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if not 0 <= args.eval_fraction < 1:
+        raise ValueError(f"--eval-fraction must be in [0, 1), got {args.eval_fraction}")
+
+
+def run(args) -> int:
+    from ..checkpoints import CheckpointError
+
+    try:
+        return _run(args)
+    except (CheckpointError, FileNotFoundError, FileExistsError, ValueError, OSError, RuntimeError) as e:
+        print(
+            f"error: {' '.join(str(e).split()) if isinstance(e, CheckpointError) else str(e).splitlines()[0]}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _run(args) -> int:
+    _check_numbers(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file")
+    from ..training.train_state import RunDirectory
+
+    if out.is_dir() and any(out.iterdir()) and not (out / "train_state").exists():
+        run_dir = RunDirectory(out)  # has_state puts back a state moved aside by an interrupted save
+        if not run_dir.has_state() and run_dir.model_step() is None:  # (not even an interrupted first save)
+            raise ValueError(
+                f"{out} exists and is not the output of sam2-jax finetune (no train_state): choose another --out"
+            )
+    if Path(args.model).exists() and Path(args.model).resolve() == out.resolve():
+        raise ValueError("--out must not be the --model directory")
+
+    sources = {
+        "data": fingerprint(args.data),
+        "coco": fingerprint(args.coco) if args.coco else None,
+        "model": fingerprint(args.model),
+    }
+    saved = (RunDirectory(out).read_info() or {}).get("args", {}) if out.is_dir() else {}
+    differ = [k for k in sources if saved and saved.get(k) != sources[k]]
+    if differ:
+        raise ValueError(
+            f"{out} holds a fine-tuning run of other {' and '.join(differ)}: rerun with the same DATA "
+            "and --model to resume it, or choose another --out"
+        )
+    if args.coco and not Path(args.coco).is_file():
+        raise FileNotFoundError(f"no such annotation file: {args.coco}")
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"no such dataset directory: {args.data}")
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ..checkpoints import load_params
+    from ..modeling.sam2_model import Sam2Model
+    from ..training.data import DataLoader, SegmentationDataset
+    from ..training.trainer import Trainer
+    from ..utils.atomic import atomic_write
+    from ..utils.compile_cache import enable_compile_cache
+
+    enable_compile_cache()
+    n_dev = len(jax.devices())
+    batch_size = args.batch_size or n_dev * max(1, -(-8 // n_dev))
+    if batch_size % n_dev:
+        raise ValueError(f"--batch-size {batch_size} must be a multiple of the {n_dev} devices")
+    if args.coco:
+        dataset = SegmentationDataset.from_coco(args.coco, args.data)
+    else:
+        dataset = SegmentationDataset.from_directory(args.data)
+    held = []
+    if args.eval_fraction > 0:
+        order = np.random.default_rng([args.seed, 7]).permutation(len(dataset))
+        k = max(1, round(args.eval_fraction * len(dataset)))
+        held, kept = sorted(order[:k].tolist()), sorted(order[k:].tolist())
+        train_set, eval_set = Subset(dataset, kept), Subset(dataset, held)
+    else:
+        train_set, eval_set = dataset, None
+    if len(train_set) < batch_size:
+        raise ValueError(f"{len(train_set)} training images, fewer than the batch size {batch_size}")
+
+    config, full = load_params(args.model)
+    size = args.image_size or config.prompt_encoder_config.image_size
+    config = config_at(config, size)
+    mask_size = args.mask_size or size // 4
+    model = Sam2Model(config)
+    run_args = {
+        **sources,
+        "image_size": size,
+        "mask_size": mask_size,
+        "max_objects": args.max_objects,
+        "eval_fraction": args.eval_fraction,
+        "held_out": held,
+    }
+    trainer = Trainer(
+        model,
+        full,
+        trainable=args.train,
+        lr=args.lr,
+        steps=args.steps,
+        warmup=args.steps // 20 if args.warmup is None else args.warmup,
+        weight_decay=args.weight_decay,
+        clip=args.clip or None,
+        batch_size=batch_size,
+        num_correction_steps=args.correction_steps,
+        use_box=args.use_box,
+        dtype=jnp.bfloat16 if args.bf16 else None,
+        seed=args.seed,
+        cache_bytes=int(args.cache_gb * (1 << 30)),
+    )
+    try:
+        loader_state = trainer.resume(out, run_args)
+    except ValueError as e:
+        raise ValueError(str(e).replace("other settings", "other data, model or settings", 1)) from None
+    evaluate = lambda p: trainer.evaluate(p, eval_set, mask_size=mask_size, max_objects=args.max_objects)  # noqa: E731
+    _log(dataset.report())
+    if loader_state is not None and trainer.complete:
+        print(f"{out}: the run is complete ({trainer.steps} steps); nothing to do")
+        return 0
+    loader = DataLoader(
+        train_set,
+        batch_size,
+        image_size=size,
+        mask_size=mask_size,
+        max_objects=args.max_objects,
+        seed=args.seed,
+        state=loader_state,
+    )
+    try:
+        if loader_state is None:
+            out.mkdir(parents=True, exist_ok=True)
+            if (out / "metrics.jsonl").exists():  # left by a first save that was interrupted
+                RunDirectory(out).truncate_metrics(0)
+            trainer.save(out, loader.state(), run_args)  # step 0: OUT is a resumable run from now on
+            if eval_set is not None:
+                before = evaluate(trainer.params)
+                _log(f"held-out mIoU before: {before:.4f} ({len(eval_set)} images)")
+                atomic_write(out / EVAL_FILE, lambda f: f.write(json.dumps({"before": before}).encode()))
+        else:
+            _log(f"resuming {out} at step {trainer.step} of {trainer.steps}")
+        _log(f"training {args.train} on {len(train_set)} images, batch {batch_size} over {n_dev} device(s)")
+        rows = trainer.fit(
+            loader,
+            out,
+            checkpoint_every=args.checkpoint_every,
+            log_every=args.log_every,
+            progress=not args.no_progress,
+            args=run_args,
+        )
+    finally:
+        loader.close()
+    if rows:
+        print(f"step {rows[-1]['step']}: loss {rows[-1]['loss']:.4f}, IoU {rows[-1]['iou']:.3f}")
+    if eval_set is not None:
+        results = json.loads((out / EVAL_FILE).read_text()) if (out / EVAL_FILE).exists() else {}
+        results["after"] = evaluate(trainer.params)
+        atomic_write(out / EVAL_FILE, lambda f: f.write(json.dumps(results).encode()))
+        before = results.get("before")
+        print(
+            f"held-out mIoU from one click: {before:.4f} -> {results['after']:.4f}"
+            if before is not None
+            else f"held-out mIoU from one click: {results['after']:.4f}"
+        )
+    print(f"fine-tuned model in {out} ({os.path.join(str(out), 'metrics.jsonl')}, curves.png)")
+    return 0
