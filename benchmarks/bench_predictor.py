@@ -2,7 +2,7 @@
 ``SAM2ImagePredictor``, measured in the same run, on a large photograph.
 
     python benchmarks/bench_predictor.py [--size tiny] [--image examples/truck.jpg] [--height 1500 --width 2250]
-        [--repeats 3] [--boxes 64] [--skip-host-path]
+        [--repeats 3] [--boxes 64] [--skip-host-path] [--dtype float32|bfloat16]
 
 Both predictors carry the same randomised official weights (one ``.pt``; speed does not depend on their
 values). The photo is resized to (height, width) (default 1500 x 2250, an H x W = 1500 x 2250 landscape) so
@@ -17,6 +17,9 @@ medians over ``--repeats`` after a warm-up call (sam2-jax's first call, compiles
 ``sam2-jax host path`` (unless ``--skip-host-path``) times the former post-processing for comparison: decode
 with ``predict_batched``, then the processor's NumPy ``post_process_masks`` and the clamp of the low-res
 logits. Prints the ratio official / sam2-jax (> 1: sam2-jax is faster) and each process's peak RSS.
+``--dtype bfloat16``: the official predictor under ``torch.autocast("cpu", torch.bfloat16)`` (as its README
+runs it on GPU), sam2-jax with ``dtype=jnp.bfloat16`` (bf16 params and activations, float32 accumulation where
+the CPU has bf16 instructions: ``sam2_jax.modeling.mixed_precision``).
 """
 
 from __future__ import annotations
@@ -80,18 +83,22 @@ def _run_one(args) -> None:
         model = build_official_model(args.size, seed=0)
         model.load_state_dict(torch.load(args.checkpoint, weights_only=True)["model"])
         predictor = SAM2ImagePredictor(model)
-        predictor.set_image(photo)
+
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
         def call(fn):
             def run():
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast:
                     return fn()
 
             return run
     else:
-        from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+        import jax.numpy as jnp
 
-        predictor = Sam2ImagePredictor.from_pretrained(args.checkpoint)
+        from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+        from sam2_jax.modeling.mixed_precision import cpu_bf16_mode
+
+        predictor = Sam2ImagePredictor.from_pretrained(args.checkpoint, dtype=jnp.dtype(args.dtype))
 
         def call(fn):
             return fn
@@ -119,12 +126,14 @@ def _run_one(args) -> None:
     masks = call(lambda: predict(**boxes))()[0]
     result["masks"] = [list(masks.shape), str(masks.dtype)]
     result["rss"] = peak_rss_mb()
+    if args.only != "official":
+        result["cpu_bf16"] = cpu_bf16_mode()
     print("RESULT " + json.dumps(result))
 
 
 def _spawn(args, only: str, checkpoint: str) -> dict:
     cmd = [sys.executable, __file__, "--only", only, "--checkpoint", checkpoint]
-    for key in ("size", "image", "height", "width", "repeats", "boxes"):
+    for key in ("size", "image", "height", "width", "repeats", "boxes", "dtype"):
         cmd += [f"--{key}", str(getattr(args, key))]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -142,6 +151,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--boxes", type=int, default=64)
     parser.add_argument("--skip-host-path", action="store_true")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--only", choices=["sam2-jax", "sam2-jax-host", "official"], help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -156,7 +166,8 @@ def main(argv=None):
     print(f"# {machine()}")
     print(
         f"# {args.size}, {os.path.basename(args.image)} resized to {args.width}x{args.height} (W x H), "
-        f"{args.boxes} boxes; medians of {args.repeats} (1 click: {3 * args.repeats}) after a warm-up call"
+        f"{args.boxes} boxes, {args.dtype}; medians of {args.repeats} (1 click: {3 * args.repeats}) after a "
+        "warm-up call"
     )
     with tempfile.TemporaryDirectory() as tmp:
         pt = os.path.join(tmp, f"sam2.1_hiera_{args.size}.pt")
@@ -172,7 +183,8 @@ def main(argv=None):
             median, first = res[case]
             print(f"{name:18s} {who:20s} {median:9.4f} {first:8.2f} {ref[case][0] / median:14.2f}")
     for who, res in runs.items():
-        print(f"# {who}: peak RSS {res['rss']:.0f} MiB, box masks {res['masks'][0]} {res['masks'][1]}")
+        bf16 = f", CPU bf16 products: {res['cpu_bf16']}" if "cpu_bf16" in res else ""
+        print(f"# {who}: peak RSS {res['rss']:.0f} MiB, box masks {res['masks'][0]} {res['masks'][1]}{bf16}")
 
 
 if __name__ == "__main__":

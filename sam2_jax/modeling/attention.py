@@ -29,26 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import mixed_precision as mp
 from .layers import Dtype
+from .mixed_precision import einsum_f32
 
 NEG_INF = float(jnp.finfo(jnp.float32).min)
-
-
-def einsum_f32(equation: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    """Two-operand einsum with a float32 result (float32 accumulation for bfloat16 operands).
-
-    Accelerators multiply bf16 x bf16 into f32 natively. XLA:CPU's fallback dot kernel has no such mixed form
-    (it raises "Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32" on CPUs where no library
-    fusion takes the dot), so on CPU the operands are upcast instead: same result, computed in f32.
-    """
-    if a.dtype == jnp.float32 and b.dtype == jnp.float32:
-        return jnp.einsum(equation, a, b, preferred_element_type=jnp.float32)
-    return jax.lax.platform_dependent(
-        a,
-        b,
-        cpu=lambda x, y: jnp.einsum(equation, x.astype(jnp.float32), y.astype(jnp.float32)),
-        default=lambda x, y: jnp.einsum(equation, x, y, preferred_element_type=jnp.float32),
-    )
 
 
 def attention(q, k, v, scale: float, mask=None, bias=None, chunk: int | None = None) -> jax.Array:
@@ -103,7 +88,7 @@ class Projection(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel, bias = self.weights()
-        return jnp.dot(x.astype(self.dtype), kernel) + bias
+        return mp.einsum("...i,io->...o", x.astype(self.dtype), kernel) + bias
 
 
 class Sam2Attention(nn.Module):
@@ -165,14 +150,14 @@ class Sam2Attention(nn.Module):
         wv, bv = self.v_proj.weights()
         q = self.q_proj(query) * jnp.asarray(scale, self.dtype)
         q = q.reshape(*q.shape[:-1], heads, -1)  # (..., Tq, heads, d)
-        q_folded = jnp.einsum("...thd,chd->...htc", q, wk.reshape(wk.shape[0], heads, -1))
+        q_folded = mp.einsum("...thd,chd->...htc", q, wk.reshape(wk.shape[0], heads, -1))
         # logits laid out (..., n, heads, Tq): the many keys stay the row operand of both products (no transpose)
         logits = einsum_f32("...nc,...htc->...nht", key.astype(self.dtype), q_folded)
         if key_mask is not None:
             logits = jnp.where(key_mask[..., :, None, None], logits, NEG_INF)
         weights = jax.nn.softmax(logits, axis=-3).astype(self.dtype)
         context = einsum_f32("...nht,...nc->...htc", weights, value.astype(self.dtype)).astype(self.dtype)
-        out = jnp.einsum("...htc,chd->...thd", context, wv.reshape(wv.shape[0], heads, -1))
+        out = mp.einsum("...htc,chd->...thd", context, wv.reshape(wv.shape[0], heads, -1))
         return self.o_proj(out.reshape(*out.shape[:-2], -1) + bv)
 
     def _few_keys(self, query, key, value, key_mask, scale, fold_query, q=None):
@@ -182,7 +167,7 @@ class Sam2Attention(nn.Module):
         k = k.reshape(*k.shape[:-1], heads, -1)  # (..., Tk, heads, d)
         if fold_query:
             wq, bq = self.q_proj.weights()
-            k_folded = jnp.einsum("...thd,chd->...cht", k, wq.reshape(wq.shape[0], heads, -1))
+            k_folded = mp.einsum("...thd,chd->...cht", k, wq.reshape(wq.shape[0], heads, -1))
             logits = einsum_f32("...nc,...cht->...nht", query.astype(self.dtype), k_folded)
             logits = logits + einsum_f32("hd,...thd->...ht", bq.reshape(heads, -1), k)[..., None, :, :]
         else:
@@ -193,7 +178,7 @@ class Sam2Attention(nn.Module):
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         v = self.v_proj(value)
         wo, bo = self.o_proj.weights()
-        v_folded = jnp.einsum(
+        v_folded = mp.einsum(
             "...thd,hdc->...htc", v.reshape(*v.shape[:-1], heads, -1), wo.reshape(heads, -1, wo.shape[-1])
         )
         return einsum_f32("...nht,...htc->...nc", weights, v_folded).astype(self.dtype) + bo

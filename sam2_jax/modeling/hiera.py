@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from ..config import HieraConfig
 from .attention import attention
 from .implementation import Implementation
-from .layers import Dtype, FeedForward, LayerNorm, max_pool, resize_bicubic
+from .layers import Dense, Dtype, FeedForward, LayerNorm, max_pool, resize_bicubic
 
 
 def window_partition(x: jax.Array, window: int) -> tuple[jax.Array, tuple[int, int]]:
@@ -57,7 +57,7 @@ class MultiScaleAttention(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         n, h, w, _ = x.shape
         head_dim = self.dim_out // self.num_heads
-        qkv = nn.Dense(3 * self.dim_out, dtype=self.dtype, name="qkv")(x)
+        qkv = Dense(3 * self.dim_out, dtype=self.dtype, name="qkv")(x)
         qkv = qkv.reshape(n, h * w, 3, self.num_heads, head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if self.query_stride:
@@ -66,7 +66,7 @@ class MultiScaleAttention(nn.Module):
             q = q.reshape(n, h * w, self.num_heads, head_dim)
         q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # (N, heads, tokens, head_dim)
         out = attention(q, k, v, head_dim**-0.5, chunk=self.chunk).transpose(0, 2, 1, 3).reshape(n, h, w, self.dim_out)
-        return nn.Dense(self.dim_out, dtype=self.dtype, name="proj")(out)
+        return Dense(self.dim_out, dtype=self.dtype, name="proj")(out)
 
 
 class MultiScaleBlock(nn.Module):
@@ -87,7 +87,7 @@ class MultiScaleBlock(nn.Module):
         shortcut = x
         x = LayerNorm(self.epsilon, self.dtype, name="layer_norm1")(x)
         if self.dim != self.dim_out:
-            shortcut = nn.Dense(self.dim_out, dtype=self.dtype, name="proj")(x)
+            shortcut = Dense(self.dim_out, dtype=self.dtype, name="proj")(x)
             if self.query_stride:
                 shortcut = max_pool(shortcut, self.query_stride)
 

@@ -17,7 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import mixed_precision as mp
+
 Dtype = Any
+
+# ``nn.Dense`` whose bf16 products accumulate in float32 where the platform does that natively (mixed_precision).
+Dense = functools.partial(nn.Dense, dot_general=mp.dot_general)
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -59,10 +64,10 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
-        x = act(nn.Dense(self.hidden_dim, dtype=self.dtype, name="proj_in")(x))
+        x = act(Dense(self.hidden_dim, dtype=self.dtype, name="proj_in")(x))
         for i in range(self.num_layers - 2):
-            x = act(nn.Dense(self.hidden_dim, dtype=self.dtype, name=f"layers_{i}")(x))
-        x = nn.Dense(self.output_dim, dtype=self.dtype, name="proj_out")(x)
+            x = act(Dense(self.hidden_dim, dtype=self.dtype, name=f"layers_{i}")(x))
+        x = Dense(self.output_dim, dtype=self.dtype, name="proj_out")(x)
         if self.sigmoid_output:
             x = jax.nn.sigmoid(x.astype(jnp.float32)).astype(self.dtype)
         return x

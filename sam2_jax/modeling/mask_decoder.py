@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from ..config import MaskDecoderConfig
 from ..processing.masks import stability_score
+from . import mixed_precision as mp
 from .attention import einsum_f32, folding_is_cheaper
 from .implementation import Implementation
 from .layers import Dtype, FeedForward, LayerNorm, gelu
@@ -49,9 +50,7 @@ class ConvTranspose2x2(nn.Module):
     def subpixel(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, 2, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return jnp.einsum("...c,uvco->...uvo", x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(
-            self.dtype
-        )
+        return mp.einsum("...c,uvco->...uvo", x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         *lead, h, w, _ = x.shape

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from ..config import VideoConfig
 from .attention import Projection, attention, einsum_f32
 from .implementation import Implementation
-from .layers import ACTIVATIONS, Dtype, LayerNorm
+from .layers import ACTIVATIONS, Dense, Dtype, LayerNorm
 from .rope import apply_rope, axial_rope
 
 EPS = 1e-5
@@ -53,10 +53,10 @@ class RoPEAttention(nn.Module):
 
     def setup(self):
         internal = self.hidden_size // self.downsample_rate
-        self.q_proj = nn.Dense(internal, dtype=self.dtype)
-        self.k_proj = nn.Dense(internal, dtype=self.dtype)
+        self.q_proj = Dense(internal, dtype=self.dtype)
+        self.k_proj = Dense(internal, dtype=self.dtype)
         self.v_proj = Projection(self.kv_in_dim or self.hidden_size, internal, self.dtype)
-        self.o_proj = nn.Dense(self.hidden_size, dtype=self.dtype)
+        self.o_proj = Dense(self.hidden_size, dtype=self.dtype)
 
     def _split(self, x):  # (B, T, internal) -> (B, heads, T, d)
         return x.reshape(*x.shape[:-1], self.num_heads, -1).swapaxes(-2, -3)
@@ -103,8 +103,8 @@ class MemoryAttentionLayer(nn.Module):
         self.cross_attn_image = RoPEAttention(
             width, heads, rate, self.dtype, self.chunk, c.memory_encoder_output_channels, self.reassociate
         )
-        self.linear1 = nn.Dense(c.memory_attention_feed_forward_hidden_size, dtype=self.dtype)
-        self.linear2 = nn.Dense(width, dtype=self.dtype)
+        self.linear1 = Dense(c.memory_attention_feed_forward_hidden_size, dtype=self.dtype)
+        self.linear2 = Dense(width, dtype=self.dtype)
         self.layer_norm1, self.layer_norm2, self.layer_norm3 = (LayerNorm(EPS, self.dtype) for _ in range(3))
 
     def __call__(self, queries, keys, key_pos, rope, num_k_exclude_rope: int = 0, key_mask=None):

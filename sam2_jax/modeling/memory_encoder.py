@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import VideoConfig
-from .layers import ACTIVATIONS, Dtype, LayerNorm
+from .layers import ACTIVATIONS, Dense, Dtype, LayerNorm
 from .vision_encoder import sine_position_encoding
 
 LN_EPS = 1e-6
@@ -79,9 +79,9 @@ class MemoryFuserCXBlock(nn.Module):
         y = nn.Conv(dim, (k, k), padding=((p, p), (p, p)), feature_group_count=dim, dtype=self.dtype,
                     name="depthwise_conv")(x)  # fmt: skip
         y = LayerNorm(LN_EPS, self.dtype, name="layer_norm")(y)
-        y = nn.Dense(c.memory_fuser_intermediate_dim, dtype=self.dtype, name="pointwise_conv1")(y)
+        y = Dense(c.memory_fuser_intermediate_dim, dtype=self.dtype, name="pointwise_conv1")(y)
         y = ACTIVATIONS[c.memory_fuser_hidden_act](y)
-        y = nn.Dense(dim, dtype=self.dtype, name="pointwise_conv2")(y)
+        y = Dense(dim, dtype=self.dtype, name="pointwise_conv2")(y)
         return x + scale.astype(self.dtype) * y
 
 

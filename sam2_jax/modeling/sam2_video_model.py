@@ -46,7 +46,7 @@ import numpy as np
 from ..config import Sam2Config
 from ..processing.masks import upsample_bilinear
 from .implementation import resolve
-from .layers import Dtype, FeedForward
+from .layers import Dense, Dtype, FeedForward
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
 from .prompt_encoder import NOT_A_POINT_LABEL
@@ -119,7 +119,7 @@ class Sam2VideoModel(Sam2Model):
         self.mask_downsample = nn.Conv(1, (4, 4), (4, 4), padding="VALID", dtype=self.dtype)
         self.object_pointer_proj = FeedForward(hidden, hidden, 3, "relu", dtype=self.dtype)
         if v.enable_temporal_pos_encoding_for_object_pointers:
-            self.temporal_positional_encoding_projection_layer = nn.Dense(mem, dtype=self.dtype)
+            self.temporal_positional_encoding_projection_layer = Dense(mem, dtype=self.dtype)
         if v.enable_occlusion_spatial_embedding:
             self.occlusion_spatial_embedding_parameter = self.param(
                 "occlusion_spatial_embedding_parameter", zeros, (1, mem)
