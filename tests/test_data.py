@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from sam2_jax.processing.processor import Sam2Processor
-from sam2_jax.training.data import DataLoader, SegmentationDataset, resize_masks
+from sam2_jax.training.data import SegmentationDataset
+from sam2_jax.training.loader import DataLoader, resize_masks
 from sam2_jax.training.synthetic import COCO_FILE, make_shapes_example, write_coco, write_shapes_dataset
 
 SIZE = (96, 128)
@@ -216,7 +217,7 @@ def test_loader_on_coco(data_root):
 
 def test_interpreter_exits_with_an_open_loader(data_root):
     script = (
-        "from sam2_jax.training.data import DataLoader, SegmentationDataset\n"
+        "from sam2_jax.training.data import SegmentationDataset\nfrom sam2_jax.training.loader import DataLoader\n"
         f"ds = SegmentationDataset.from_directory({str(data_root / 'jpg')!r})\n"
         "loader = DataLoader(ds, 2, image_size=64, mask_size=16, num_threads=2, prefetch=4)\n"
         "next(loader)\n"

@@ -16,7 +16,8 @@ import pytest
 from reference import random_params, tiny_test_config
 
 from sam2_jax import Sam2Model
-from sam2_jax.training.data import DataLoader, SegmentationDataset
+from sam2_jax.training.data import SegmentationDataset
+from sam2_jax.training.loader import DataLoader
 from sam2_jax.training.synthetic import write_shapes_dataset
 from sam2_jax.training.train_state import RunDirectory
 from sam2_jax.training.trainer import Trainer, center_clicks

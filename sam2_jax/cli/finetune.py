@@ -200,7 +200,8 @@ def _run(args) -> int:
 
     from ..checkpoints import load_params
     from ..modeling.sam2_model import Sam2Model
-    from ..training.data import DataLoader, SegmentationDataset
+    from ..training.data import SegmentationDataset
+    from ..training.loader import DataLoader
     from ..training.trainer import Trainer
     from ..utils.atomic import atomic_write
     from ..utils.compile_cache import enable_compile_cache

@@ -1,9 +1,10 @@
 """Fine-tuning SAM 2 with optax: the official losses (``losses``), training prompt simulation (``prompts``), a
 jitted train step (``step``), datasets of instance masks (``data``: PNG directories, ``coco``: COCO JSON) with a
-deterministic resumable loader, generated shape datasets (``synthetic``), and the data-parallel ``Trainer``
+deterministic resumable loader (``loader``), generated shape datasets (``synthetic``), and the data-parallel ``Trainer``
 (``trainer``) with its resumable run directory (``train_state``)."""
 
-from .data import DataLoader, Example, SegmentationDataset
+from .data import Example, SegmentationDataset
+from .loader import DataLoader
 from .losses import WEIGHTS, StepOutput, dice_loss, focal_loss, iou_loss, multistep_loss, object_score_loss
 from .prompts import append_points, mask_to_box, sample_box, sample_error_points, sample_initial_prompt
 from .step import TrainStep, make_optimizer, make_train_step, trainable_labels

@@ -369,7 +369,7 @@ class Trainer:
         params = self.params if params is None else jax.device_put(params, self._repl)
         loader = None
         if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (list, tuple)):
-            from .data import DataLoader
+            from .loader import DataLoader
 
             size = self.config.prompt_encoder_config.image_size
             loader = data = DataLoader(
