@@ -1,4 +1,5 @@
-"""What the ``sam2-jax`` commands share: argument types, the ``--model`` option, reading an image, writing PNGs.
+"""What the ``sam2-jax`` commands share: argument types, the ``--model`` option, reading an image, writing PNGs,
+progress lines on stderr (``log``) and the one-line form of an error (``error_line``).
 
 PNGs (and any other output file) are written through ``sam2_jax.utils.atomic.atomic_write``: a file exists
 only once it is complete.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,20 @@ import numpy as np
 from ..utils.atomic import atomic_write
 
 DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
+
+
+def log(msg: str) -> None:
+    """A progress line on stderr (stdout stays for results)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def error_line(e: BaseException) -> str:
+    """``error: <reason>`` on one line: a ``CheckpointError`` (which lists every offending key on its own line)
+    joined into one, any other error's first line."""
+    from ..checkpoints.errors import CheckpointError
+
+    reason = " ".join(str(e).split()) if isinstance(e, CheckpointError) else str(e).splitlines()[0]
+    return f"error: {reason}"
 
 
 def floats(n: int, what: str):

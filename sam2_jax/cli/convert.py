@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from .common import error_line, log
+
 DESCRIPTION = "Convert a SAM 2 checkpoint into a sam2-jax directory that loads without torch."
 
 
@@ -36,10 +38,6 @@ def register(sub) -> None:
     parser.set_defaults(func=run)
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def run(args) -> int:
     from flax.traverse_util import flatten_dict
 
@@ -51,16 +49,15 @@ def run(args) -> int:
         if out.exists() and not args.force:
             raise FileExistsError(f"{out} exists; pass --force to overwrite it")
         start = time.perf_counter()
-        _log(f"[1/3] reading {args.src}")
+        log(f"[1/3] reading {args.src}")
         config, params = load_params(args.src, args.size, args.cache_dir)
         # the release and size, by the short names of the original files (sam2.1_hiera_tiny...)
         size = next((n for n, cfg in CHECKPOINTS.items() if "/" not in n and cfg == config), "custom config")
-        _log(f"[2/3] converted and checked {len(flatten_dict(params))} tensors against the model ({size})")
+        log(f"[2/3] converted and checked {len(flatten_dict(params))} tensors against the model ({size})")
         save_converted(out, config, params, force=args.force)
-        _log(f"[3/3] wrote {out} in {time.perf_counter() - start:.1f} s")
+        log(f"[3/3] wrote {out} in {time.perf_counter() - start:.1f} s")
     except (CheckpointError, FileNotFoundError, FileExistsError, KeyError, ValueError, OSError) as e:
-        reason = str(e).splitlines()[0] if not isinstance(e, CheckpointError) else " ".join(str(e).split())
-        print(f"error: {reason}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 1
     return 0
 

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from .common import error_line, log
+
 DESCRIPTION = "Export SAM 2 params back to PyTorch: a transformers directory or an original .pt checkpoint."
 FORMATS = ("transformers", "pt")  # sam2_jax.checkpoints.export.FORMATS, repeated to keep --help import-light
 
@@ -41,10 +43,6 @@ def register(sub) -> None:
     parser.set_defaults(func=run)
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def run(args) -> int:
     from flax.traverse_util import flatten_dict
 
@@ -56,13 +54,12 @@ def run(args) -> int:
         if out.exists() and not args.force:
             raise FileExistsError(f"{out} exists; pass --force to overwrite it")
         start = time.perf_counter()
-        _log(f"[1/2] reading {args.src}")
+        log(f"[1/2] reading {args.src}")
         config, params = load_params(args.src, None, args.cache_dir)
-        _log(f"[2/2] exporting {len(flatten_dict(params))} tensors as {args.format}")
+        log(f"[2/2] exporting {len(flatten_dict(params))} tensors as {args.format}")
         export(params, config, out, args.format, force=args.force)
-        _log(f"wrote {out} in {time.perf_counter() - start:.1f} s")
+        log(f"wrote {out} in {time.perf_counter() - start:.1f} s")
     except (CheckpointError, FileNotFoundError, FileExistsError, KeyError, ValueError, OSError) as e:
-        reason = str(e).splitlines()[0] if not isinstance(e, CheckpointError) else " ".join(str(e).split())
-        print(f"error: {reason}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 1
     return 0

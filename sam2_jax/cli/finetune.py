@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import add_model_argument
+from .common import add_model_argument, error_line, log
 
 EVAL_FILE = "eval.json"
 TRAINABLE = ("decoder", "prompt+decoder", "all")  # training.step.TRAINABLE (not imported: keeps --help fast)
@@ -63,10 +63,6 @@ def register(sub) -> None:
     p.add_argument("--cache-gb", type=float, default=4.0, help="host memory for cached image embeddings (GiB)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def fingerprint(path: str) -> str:
@@ -154,10 +150,7 @@ def run(args) -> int:
     try:
         return _run(args)
     except (CheckpointError, FileNotFoundError, FileExistsError, ValueError, OSError, RuntimeError) as e:
-        print(
-            f"error: {' '.join(str(e).split()) if isinstance(e, CheckpointError) else str(e).splitlines()[0]}",
-            file=sys.stderr,
-        )
+        print(error_line(e), file=sys.stderr)
         return 1
 
 
@@ -260,7 +253,7 @@ def _run(args) -> int:
     except ValueError as e:
         raise ValueError(str(e).replace("other settings", "other data, model or settings", 1)) from None
     evaluate = lambda p: trainer.evaluate(p, eval_set, mask_size=mask_size, max_objects=args.max_objects)  # noqa: E731
-    _log(dataset.report())
+    log(dataset.report())
     if loader_state is not None and trainer.complete:
         print(f"{out}: the run is complete ({trainer.steps} steps); nothing to do")
         return 0
@@ -281,11 +274,11 @@ def _run(args) -> int:
             trainer.save(out, loader.state(), run_args)  # step 0: OUT is a resumable run from now on
             if eval_set is not None:
                 before = evaluate(trainer.params)
-                _log(f"held-out mIoU before: {before:.4f} ({len(eval_set)} images)")
+                log(f"held-out mIoU before: {before:.4f} ({len(eval_set)} images)")
                 atomic_write(out / EVAL_FILE, lambda f: f.write(json.dumps({"before": before}).encode()))
         else:
-            _log(f"resuming {out} at step {trainer.step} of {trainer.steps}")
-        _log(f"training {args.train} on {len(train_set)} images, batch {batch_size} over {n_dev} device(s)")
+            log(f"resuming {out} at step {trainer.step} of {trainer.steps}")
+        log(f"training {args.train} on {len(train_set)} images, batch {batch_size} over {n_dev} device(s)")
         rows = trainer.fit(
             loader,
             out,

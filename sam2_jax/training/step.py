@@ -45,12 +45,17 @@ from .losses import StepOutput, mask_iou, multistep_loss
 
 NO_OBJ_SCORE = -1024.0
 TRAINABLE = ("decoder", "prompt+decoder", "all")
-__all__ = ["TRAINABLE", "TrainStep", "make_optimizer", "trainable_labels", "make_train_step"]
+__all__ = ["TRAINABLE", "TrainStep", "make_optimizer", "make_schedule", "trainable_labels", "make_train_step"]
 
 
 class TrainStep(NamedTuple):
     init: Callable[[Any], Any]
     step: Callable[..., tuple[Any, Any, dict]]
+
+
+def make_schedule(lr: float, steps: int, warmup: int = 0, end_lr: float = 0.0) -> optax.Schedule:
+    """The learning rate at each step: linear warm-up from 0 over ``warmup`` steps, cosine decay to ``end_lr``."""
+    return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 0), max(steps, warmup + 1), end_lr)
 
 
 def make_optimizer(
@@ -65,10 +70,7 @@ def make_optimizer(
     end_lr: float = 0.0,
 ) -> optax.GradientTransformation:
     """AdamW (decay on >= 2-D params only), optional global-norm clipping, optional warm-up + cosine schedule."""
-    if steps is None:
-        schedule = lr
-    else:
-        schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 0), max(steps, warmup + 1), end_lr)
+    schedule = lr if steps is None else make_schedule(lr, steps, warmup, end_lr)
     decay_mask = lambda params: jax.tree_util.tree_map(lambda x: jnp.ndim(x) >= 2, params)  # noqa: E731
     adamw = optax.adamw(schedule, b1, b2, eps, weight_decay=weight_decay, mask=decay_mask)
     return adamw if clip is None else optax.chain(optax.clip_by_global_norm(clip), adamw)

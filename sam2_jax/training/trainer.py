@@ -44,14 +44,14 @@ from types import SimpleNamespace
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax.traverse_util import flatten_dict
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ..modeling.sam2_model import Sam2Model
 from ..utils.progress import progress_bar
-from .step import make_optimizer, make_train_step, trainable_labels
+from .losses import mask_iou
+from .step import make_optimizer, make_schedule, make_train_step, trainable_labels
 from .train_state import RunDirectory, restore_checkpoint, save_checkpoint
 
 __all__ = ["Trainer", "EmbeddingCache", "center_clicks"]
@@ -118,7 +118,7 @@ def _compiled(
     mesh = Mesh(np.array(devices), ("data",))
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     optimizer = make_optimizer(lr, steps, warmup, weight_decay, clip)
-    lr_at = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 0), max(steps, warmup + 1), 0.0)
+    lr_at = make_schedule(lr, steps, warmup)
     train = make_train_step(
         model,
         optimizer,
@@ -149,8 +149,7 @@ def _compiled(
         low = jnp.take_along_axis(out.pred_masks, best, axis=2)[:, :, 0].astype(jnp.float32)
         high = jax.image.resize(low, (*low.shape[:-2], *masks.shape[-2:]), "linear", antialias=False)
         pred = (high > 0) & (out.object_score_logits[..., :1, None] > 0)
-        inter = (pred & masks).sum(axis=(-2, -1)).astype(jnp.float32)
-        return inter / jnp.maximum((pred | masks).sum(axis=(-2, -1)).astype(jnp.float32), 1.0)
+        return mask_iou(pred, masks)
 
     return SimpleNamespace(
         mesh=mesh,
