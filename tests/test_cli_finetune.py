@@ -1,6 +1,7 @@
 """``sam2-jax finetune`` end to end on generated shapes with a small converted model (video tensors included): OUT
 loads with ``sam2_jax.load``, has metrics.jsonl, curves.png and eval.json; an interrupted run resumed by rerunning
-the command ends with the uninterrupted run's params; a finished run says so; wrong input gives one line."""
+the command ends with the uninterrupted run's params; a finished run says so; wrong input (the encoder rate options
+without ``--train all`` or out of range, other settings against OUT) gives one line."""
 
 from __future__ import annotations
 
@@ -126,6 +127,11 @@ def test_finetune_resume_and_errors(files, tmp_path, capsys, monkeypatch):
     bad = [
         ([str(files / "other"), *common(files, out)[1:]], "holds a fine-tuning run of other data"),
         (common(files, out, "--seed", "1"), "seed"),
+        (common(files, out, "--train", "all", "--layer-decay", "0.8"), "layer_decay"),  # in the resume fingerprint
+        (common(files, tmp_path / "x", "--layer-decay", "0.9"), "--layer-decay only applies with --train all"),
+        (common(files, tmp_path / "x", "--train", "prompt+decoder", "--encoder-lr-scale", "0.5"), "only applies"),
+        (common(files, tmp_path / "x", "--train", "all", "--layer-decay", "1.5"), "--layer-decay must be in (0, 1]"),
+        (common(files, tmp_path / "x", "--train", "all", "--encoder-lr-scale", "0"), "--encoder-lr-scale must be > 0"),
         (common(files, tmp_path / "x", "--batch-size", "6"), "multiple of the 8 devices"),
         (common(files, tmp_path / "x", "--steps", "0"), "--steps must be >= 1"),
         ([str(tmp_path / "missing"), "--model", str(files / "model"), "--out", str(tmp_path / "x")], "no such"),

@@ -1,6 +1,6 @@
 """``training.trainer.Trainer``: 8 simulated devices equal 1, kill-and-resume equals an uninterrupted run, the state
 directory survives an interrupted write, training on generated shapes lowers the loss, and a held-out mIoU from one
-click rises from training the whole model on red shapes.
+click rises from training the mask decoder from scratch on textured shapes.
 
 One configuration throughout (the jitted functions are shared by trainers of the same configuration, so a resumed
 trainer does not compile again): the small 256-px config with random params, 96 x 128 shape images."""
@@ -168,57 +168,43 @@ def test_state_survives_an_interrupted_write(setup, tmp_path):
         other.resume(tmp_path)
 
 
-def write_red_shapes(root, n: int, seed: int, size=(96, 128)):
-    """One red ellipse or rectangle per image on noisy grey, in the ``from_directory`` layout (a label PNG each).
-    With random weights, learning the click-conditioned shapes of ``write_shapes_dataset`` takes far more than a
-    CPU test's budget; one colour is learnt in a few dozen steps once the image encoder trains too."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    h, w = size
-    ys, xs = np.mgrid[0:h, 0:w]
-    for i in range(n):
-        ry, rx = rng.uniform(0.15, 0.3) * h, rng.uniform(0.15, 0.3) * w
-        cy, cx = rng.uniform(ry, h - ry), rng.uniform(rx, w - rx)
-        if rng.random() < 0.5:
-            m = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1
-        else:
-            m = (np.abs(ys - cy) <= 0.9 * ry) & (np.abs(xs - cx) <= 0.9 * rx)
-        image = 110 + rng.normal(0, 25, (h, w, 3))
-        image[m] = np.array([220.0, 40, 40]) + rng.normal(0, 10, (m.sum(), 3))
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"r{i:03d}.png")
-        Image.fromarray(m.astype(np.uint8)).save(root / "masks" / f"r{i:03d}.png")
-    return root
-
-
 def test_learning_raises_held_out_miou(setup, tmp_path):
-    """``trainable="all"`` (pixel_values through the step), 20 steps of 4 images: the held-out mIoU from one
-    centre click rises by a clear margin."""
-    train = SegmentationDataset.from_directory(write_red_shapes(tmp_path / "train", 24, seed=0))
-    held = SegmentationDataset.from_directory(write_red_shapes(tmp_path / "held", 8, seed=1))
+    """From scratch (Flax's default init, the object-score head's bias raised by 2 so that it starts out saying
+    "present", as a trained checkpoint does; without it half the masks start at -1024 and learn nothing), the mask
+    decoder trains for 300 steps of 4 images on 64 generated images of shapes in random colours on textured
+    backgrounds (noise, stripes, gradients; ``write_shapes_dataset``, not tuned for this test): the mIoU from
+    one centre click on 16 held-out images rises by a clear margin (measured 0.116 -> 0.323)."""
+    train = SegmentationDataset.from_directory(
+        write_shapes_dataset(tmp_path / "train", 64, (96, 128), 0, max_objects=1)
+    )
+    held = SegmentationDataset.from_directory(write_shapes_dataset(tmp_path / "held", 16, (96, 128), 1, max_objects=1))
+    from sam2_jax import init_params
+
+    params = jax.tree_util.tree_map(np.asarray, init_params(setup["model"].config, jax.random.PRNGKey(0)))
+    params["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] = (
+        params["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] + 2.0
+    )
     trainer = Trainer(
         setup["model"],
-        setup["params"],
-        trainable="all",
-        lr=2e-3,
-        steps=20,
-        warmup=2,
+        params,
+        trainable="decoder",
+        lr=1e-3,
+        steps=300,
+        warmup=5,
         weight_decay=0.01,
         clip=1.0,
         batch_size=4,
-        devices=jax.devices()[:4],
+        devices=jax.devices()[:1],
     )
     before = trainer.evaluate(None, held, mask_size=MASK, max_objects=1)
     data = DataLoader(train, 4, image_size=256, mask_size=MASK, max_objects=1, seed=0)
     start = time.perf_counter()
-    rows = trainer.fit(data, log_every=10)
+    rows = trainer.fit(data, log_every=100)
     data.close()
     seconds = time.perf_counter() - start
     after = trainer.evaluate(None, held, mask_size=MASK, max_objects=1)
     print(
-        f"[trainer] held-out mIoU from one click {before:.3f} -> {after:.3f} after 20 steps ({seconds:.0f} s), "
+        f"[trainer] held-out mIoU from one click {before:.3f} -> {after:.3f} after 300 steps ({seconds:.0f} s), "
         f"loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}"
     )
-    assert after > before + 0.3
+    assert after > before + 0.12

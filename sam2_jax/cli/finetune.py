@@ -5,7 +5,9 @@ per image or a folder of binary PNGs per image), or with ``--coco FILE`` the ima
 annotation file; ``--model``, anything ``sam2_jax.load`` reads. Training (``training.trainer.Trainer``): the
 official losses, a click (or ``--use-box`` a box) sampled per object plus ``--correction-steps`` correction clicks,
 AdamW with warm-up + cosine decay, data-parallel over every local device (``--batch-size`` a multiple of their
-number), the frozen image encoder run once per image (``--train decoder`` / ``prompt+decoder``).
+number), the frozen image encoder run once per image (``--train decoder`` / ``prompt+decoder``); with ``--train
+all`` the image encoder at ``--encoder-lr-scale`` times the rate and the Hiera trunk with ``--layer-decay``
+(``training.lr_scales``; default the official recipe, 0.6 and 0.9).
 Out, in OUT: ``config.json`` + ``flax_params.safetensors`` (``sam2_jax.load(OUT)`` reads the fine-tuned model;
 every tensor of the source kept, video ones included), ``metrics.jsonl`` (one JSON object per logged step),
 ``curves.png`` (loss and IoU), ``train_state/`` (resumable), and with ``--eval-fraction`` ``eval.json`` (held-out
@@ -28,6 +30,7 @@ from .common import add_model_argument, error_line, log
 
 EVAL_FILE = "eval.json"
 TRAINABLE = ("decoder", "prompt+decoder", "all")  # training.step.TRAINABLE (not imported: keeps --help fast)
+ENCODER_LR_SCALE, LAYER_DECAY = 0.6, 0.9  # the official whole-model recipe (vision_lr / base_lr, layer_decay_value)
 
 
 def register(sub) -> None:
@@ -42,6 +45,10 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     p.add_argument("--warmup", type=int, help="linear warm-up steps (default steps // 20)")
     p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices (default 0.1)")
+    p.add_argument(
+        "--encoder-lr-scale", type=float, help=f"--train all: encoder lr / --lr (default {ENCODER_LR_SCALE})"
+    )
+    p.add_argument("--layer-decay", type=float, help=f"--train all: lr decay per Hiera block (default {LAYER_DECAY})")
     p.add_argument("--clip", type=float, default=0.1, help="gradient clipping by global norm, 0 = none (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="data order and prompt sampling seed (default 0)")
     p.add_argument("--coco", metavar="FILE", help="COCO annotation file; DATA is then its images directory")
@@ -142,6 +149,20 @@ def _check_numbers(args) -> None:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     if not 0 <= args.eval_fraction < 1:
         raise ValueError(f"--eval-fraction must be in [0, 1), got {args.eval_fraction}")
+    for flag, value in (("--encoder-lr-scale", args.encoder_lr_scale), ("--layer-decay", args.layer_decay)):
+        if value is not None and args.train != "all":
+            raise ValueError(f"{flag} only applies with --train all (the image encoder trains only then)")
+    if args.encoder_lr_scale is not None and not args.encoder_lr_scale > 0:
+        raise ValueError(f"--encoder-lr-scale must be > 0, got {args.encoder_lr_scale}")
+    if args.layer_decay is not None and not 0 < args.layer_decay <= 1:
+        raise ValueError(f"--layer-decay must be in (0, 1], got {args.layer_decay}")
+
+
+def encoder_rates(args) -> dict:
+    """The Trainer's ``encoder_lr_scale`` / ``layer_decay``: given or the official values with --train all."""
+    scale = ENCODER_LR_SCALE if args.encoder_lr_scale is None else args.encoder_lr_scale
+    decay = LAYER_DECAY if args.layer_decay is None else args.layer_decay
+    return {"encoder_lr_scale": scale, "layer_decay": decay} if args.train == "all" else {}
 
 
 def run(args) -> int:
@@ -247,6 +268,7 @@ def _run(args) -> int:
         dtype=jnp.bfloat16 if args.bf16 else None,
         seed=args.seed,
         cache_bytes=int(args.cache_gb * (1 << 30)),
+        **encoder_rates(args),
     )
     try:
         loader_state = trainer.resume(out, run_args)

@@ -1,16 +1,21 @@
 """Fine-tuning SAM 2 with optax: the official losses (``losses``), training prompt simulation (``prompts``), a
 jitted train step (``step``), datasets of instance masks (``data``: PNG directories, ``coco``: COCO JSON) with a
-deterministic resumable loader (``loader``), generated shape datasets (``synthetic``), and the data-parallel ``Trainer``
-(``trainer``) with its resumable run directory (``train_state``)."""
+deterministic resumable loader (``loader``), generated shape datasets (``synthetic``), per-param learning-rate scales
+(``lr_scales``: a lower encoder rate, layer-wise decay over the Hiera trunk), and the data-parallel ``Trainer``
+(``trainer``: its jitted functions ``jitted``, ``embedding_cache``, ``evaluation``, multi-host ``multihost``) with
+its resumable run directory (``train_state``, ``checkpoint``)."""
 
 from .data import Example, SegmentationDataset
+from .embedding_cache import EmbeddingCache
+from .evaluation import center_clicks
 from .loader import DataLoader
 from .losses import WEIGHTS, StepOutput, dice_loss, focal_loss, iou_loss, multistep_loss, object_score_loss
+from .lr_scales import lr_scales, scale_by_lr_scales
 from .prompts import append_points, mask_to_box, sample_box, sample_error_points, sample_initial_prompt
 from .step import TrainStep, make_optimizer, make_train_step, trainable_labels
 from .synthetic import make_shapes_example, write_coco, write_shapes_dataset
 from .train_state import RunDirectory
-from .trainer import EmbeddingCache, Trainer, center_clicks
+from .trainer import Trainer
 
 __all__ = [
     "EmbeddingCache",
@@ -30,6 +35,7 @@ __all__ = [
     "dice_loss",
     "focal_loss",
     "iou_loss",
+    "lr_scales",
     "make_optimizer",
     "make_train_step",
     "mask_to_box",
@@ -38,5 +44,6 @@ __all__ = [
     "sample_box",
     "sample_error_points",
     "sample_initial_prompt",
+    "scale_by_lr_scales",
     "trainable_labels",
 ]

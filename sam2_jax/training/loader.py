@@ -1,7 +1,7 @@
 """The fine-tuning loader: batches of a ``SegmentationDataset`` (``data.py``), deterministic and resumable.
 
 DataLoader(dataset, batch_size, image_size=1024, mask_size=256, max_objects=4, seed=0, shuffle=True,
-           num_threads=2, prefetch=2, drop_last=True, state=None, epochs=None): iterating yields dicts:
+           num_threads=2, prefetch=2, drop_last=True, state=None, epochs=None, rows=None): iterating yields dicts:
   pixel_values    (B, S, S, 3) float32: ``Sam2Processor(image_size).preprocess_image``, exactly
   masks           (B, P, M, M) bool, P = max_objects, M = mask_size: each target resized from the original
                   (H, W) to M x M (the image's squash, no aspect kept) by area coverage (Pillow's box filter;
@@ -19,6 +19,9 @@ forever (or ``epochs``); ``drop_last=False`` ends an epoch with a smaller batch;
 ``order(epoch)`` the visiting order. A worker's error is re-raised in the consumer as ``RuntimeError`` naming
 the image file; the state stays before that batch, so the next call (or a resume) retries it. ``close()`` (or
 ``with``) cancels the prefetched work and joins the threads; an unclosed loader does not hold up the exit.
+``rows=(start, stop)`` yields only rows ``start:stop`` of every batch, exactly those of the whole batch, preparing
+only them (a process's share in multi-host training, ``Trainer.data_loader``; needs ``drop_last``); ``state()`` is
+still the whole loader's, so every process holds the same position.
 """
 
 from __future__ import annotations
@@ -68,10 +71,16 @@ class DataLoader:
         drop_last: bool = True,
         state: dict | None = None,
         epochs: int | None = None,
+        rows: tuple[int, int] | None = None,
     ):
         n = len(dataset)
         if batch_size < 1 or max_objects < 1 or (drop_last and n < batch_size):
             raise ValueError(f"batch_size {batch_size} / max_objects {max_objects} impossible for {n} examples")
+        self.rows = (0, batch_size) if rows is None else (int(rows[0]), int(rows[1]))
+        if not 0 <= self.rows[0] < self.rows[1] <= batch_size:
+            raise ValueError(f"rows {self.rows[0]}:{self.rows[1]} are not a part of a batch of {batch_size}")
+        if rows is not None and not drop_last:
+            raise ValueError("a share of every batch (rows=) needs full batches: drop_last must be True")
         self.dataset, self.batch_size, self.mask_size, self.max_objects = dataset, batch_size, mask_size, max_objects
         self.processor = Sam2Processor(image_size)
         self.shuffle, self.drop_last, self.epochs, self.prefetch = shuffle, drop_last, epochs, max(prefetch, 1)
@@ -134,8 +143,9 @@ class DataLoader:
             if self.epochs is not None and epoch >= self.epochs:
                 return
             order = self.order(epoch)
-            end = min(position + self.batch_size, len(order))
-            futures = [self._executor.submit(self._example, epoch, s, int(order[s])) for s in range(position, end)]
+            end = min(position + self.rows[1], len(order))
+            slots = range(position + self.rows[0], end)
+            futures = [self._executor.submit(self._example, epoch, s, int(order[s])) for s in slots]
             self._pending.append(futures)
             self._cursor = self._advance(epoch, position)
 

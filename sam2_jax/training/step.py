@@ -1,16 +1,20 @@
 """A jitted optax train step for SAM 2's image model (the official ``SAM2Train`` on one frame).
 
   make_optimizer(lr, steps=None, warmup=0, weight_decay=0.1, clip=None, b1=0.9, b2=0.999, eps=1e-8,
-        end_lr=0.0) -> optax transformation: gradient clipping by global norm (``clip``), AdamW with weight
-        decay on matrices only (kernels, embeddings; not biases or norm scales), the learning rate constant
-        (``steps=None``) or linear warm-up over ``warmup`` steps then cosine decay to ``end_lr`` at ``steps``
+        end_lr=0.0, encoder_lr_scale=1.0, layer_decay=1.0) -> optax transformation: gradient clipping by global
+        norm (``clip``), AdamW with weight decay on matrices only (kernels, embeddings; not biases or norm scales),
+        the learning rate constant (``steps=None``) or linear warm-up over ``warmup`` steps then cosine decay to
+        ``end_lr`` at ``steps``; with ``encoder_lr_scale`` / ``layer_decay`` != 1 each param's rate multiplied
+        by its ``lr_scales`` factor (the image encoder lower, layer-wise decay over the Hiera trunk: the official
+        whole-model recipe is 0.6 and 0.9; only matters when the encoder trains, ``trainable="all"``)
   trainable_labels(params, trainable) -> the param tree labelled "train" / "freeze":
         "decoder" the mask decoder (without ``conv_s0`` / ``conv_s1``, which belong to the image path),
         "prompt+decoder" also the prompt encoder, "all" everything; the random Fourier matrices
         (``positional_embedding``, buffers in torch) always stay frozen
   make_train_step(model, optimizer, trainable="decoder", num_correction_steps=0, ...) -> ``TrainStep``:
         init(params) -> opt_state; step(params, opt_state, batch, key) -> (params, opt_state, metrics),
-        jitted. The frozen params get no update (``optax.multi_transform`` with ``set_to_zero``).
+        jitted. The frozen params get no update (``optax.multi_transform`` with ``set_to_zero``); the trained
+        ones get ``optimizer``'s (per-param rates, ``encoder_lr_scale`` / ``layer_decay``, are its options).
 
 A batch (B images, P objects each, H x W targets; the loss is computed at the targets' resolution, the
 low-resolution logits upsampled bilinearly as the official ``high_res`` masks):
@@ -42,6 +46,7 @@ import optax
 from ..modeling.sam2_model import Sam2Model
 from . import prompts as P
 from .losses import StepOutput, mask_iou, multistep_loss
+from .lr_scales import scale_by_lr_scales
 
 NO_OBJ_SCORE = -1024.0
 TRAINABLE = ("decoder", "prompt+decoder", "all")
@@ -68,12 +73,20 @@ def make_optimizer(
     b2: float = 0.999,
     eps: float = 1e-8,
     end_lr: float = 0.0,
+    encoder_lr_scale: float = 1.0,
+    layer_decay: float = 1.0,
 ) -> optax.GradientTransformation:
-    """AdamW (decay on >= 2-D params only), optional global-norm clipping, optional warm-up + cosine schedule."""
+    """AdamW (decay on >= 2-D params only), optional global-norm clipping, optional warm-up + cosine schedule,
+    optional per-param rate multipliers (``lr_scales``; with the defaults the transformation and its state are
+    those of plain AdamW)."""
     schedule = lr if steps is None else make_schedule(lr, steps, warmup, end_lr)
     decay_mask = lambda params: jax.tree_util.tree_map(lambda x: jnp.ndim(x) >= 2, params)  # noqa: E731
-    adamw = optax.adamw(schedule, b1, b2, eps, weight_decay=weight_decay, mask=decay_mask)
-    return adamw if clip is None else optax.chain(optax.clip_by_global_norm(clip), adamw)
+    parts = [optax.adamw(schedule, b1, b2, eps, weight_decay=weight_decay, mask=decay_mask)]
+    if clip is not None:
+        parts.insert(0, optax.clip_by_global_norm(clip))
+    if encoder_lr_scale != 1.0 or layer_decay != 1.0:
+        parts.append(scale_by_lr_scales(encoder_lr_scale, layer_decay))
+    return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
 def trainable_labels(params, trainable: str = "decoder"):

@@ -14,8 +14,8 @@
                         state.json: {"step", "loader" (the data loader's state), "key" (uint32 words), "args",
                         "elapsed", "format"}
 
-``save_checkpoint(trainer, out, loader_state, args)`` / ``restore_checkpoint(trainer, out, args)`` are
-``Trainer.save`` / ``Trainer.resume``; ``draw_curves(rows)`` draws curves.png.
+What goes in it from a ``Trainer`` (``Trainer.save`` / ``Trainer.resume``) is ``checkpoint.py``;
+``draw_curves(rows)`` draws curves.png.
 
 Every file is written atomically (a temporary sibling, fsynced, then ``os.replace``); ``train_state`` as a whole
 through ``atomic_directory(..., force=True)``, so a reader sees the old state or the new one, never a mix. The
@@ -49,8 +49,7 @@ __all__ = [
     "RunDirectory",
     "flatten_tree",
     "unflatten_onto",
-    "save_checkpoint",
-    "restore_checkpoint",
+    "draw_curves",
     "STATE_DIR",
     "METRICS_FILE",
     "CURVES_FILE",
@@ -222,65 +221,6 @@ class RunDirectory:
         if rows:
             image = draw_curves(rows)
             atomic_write(self.out / CURVES_FILE, lambda f: image.save(f, format="PNG"))
-
-
-def _settings_diff(saved: dict, expected: dict) -> list[str]:
-    """The keys whose values differ (those of the trainer's hyperparameters by their own names)."""
-    keys = sorted(k for k in set(saved) | set(expected) if saved.get(k) != expected.get(k))
-    if "trainer" in keys:
-        keys.remove("trainer")
-        t0, t1 = saved.get("trainer") or {}, expected.get("trainer") or {}
-        keys += sorted(k for k in set(t0) | set(t1) if t0.get(k) != t1.get(k))
-    return keys
-
-
-def save_checkpoint(trainer, out, loader_state=None, args: dict | None = None) -> None:
-    """``Trainer.save``: the model files (full tree, float32), then ``train_state`` (the trained leaves, the
-    optimizer state, step / loader state / key / elapsed / args), then the curves."""
-    from flax.traverse_util import flatten_dict
-
-    run = out if isinstance(out, RunDirectory) else RunDirectory(out)
-    host = {"/".join(k): v for k, v in flatten_dict(jax.device_get(trainer.params)).items()}
-    run.write_model(trainer.config, trainer.export_params(), trainer.step)
-    trained = {k: np.asarray(v) for k, v in host.items() if trainer.labels[k] == "train"}
-    info = {
-        "step": trainer.step,
-        "steps": trainer.steps,
-        "complete": trainer.complete,
-        "loader": loader_state,
-        "key": np.asarray(trainer.key).tolist(),
-        "elapsed": trainer.elapsed,
-        "args": trainer.run_args(args),
-    }
-    run.save_state(trained, jax.device_get(trainer.opt_state), info)
-    run.write_curves()
-
-
-def restore_checkpoint(trainer, out, args: dict | None = None):
-    """``Trainer.resume``: see there. The frozen leaves come from the trainer's initial params (the source)."""
-    from flax.traverse_util import flatten_dict, unflatten_dict
-
-    run = RunDirectory(out)
-    if not run.has_state():
-        return None
-    trained, opt_flat, info = run.load_state()
-    expected = trainer.run_args(args)
-    if info.get("args") != expected:
-        keys = _settings_diff(info.get("args") or {}, expected)
-        raise ValueError(
-            f"{out} holds a run with other settings ({', '.join(keys)}): rerun with the same "
-            "arguments to resume it, or choose another output directory"
-        )
-    flat = {"/".join(k): v for k, v in flatten_dict(trainer.initial).items()}
-    if set(trained) != {k for k, v in trainer.labels.items() if v == "train"}:
-        raise ValueError(f"{run.state_dir}: the saved params are not this run's trained params")
-    flat.update({k: unflatten_onto(flat[k], {"": v}, f"param {k}") for k, v in trained.items()})
-    params = unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
-    trainer.set_state(params, lambda template: unflatten_onto(template, opt_flat, "optimizer state"), info)
-    run.truncate_metrics(trainer.step)
-    if run.model_step() != trainer.step:  # the model files do not match the state: rewrite them
-        run.write_model(trainer.config, trainer.export_params(), trainer.step)
-    return info.get("loader")
 
 
 def draw_curves(rows: list[dict], width: int = 720, height: int = 520):
