@@ -1,4 +1,4 @@
-"""One host of the two-host test in test_parallel.py: ``python multihost_worker.py PROCESS_ID PORT OUT.npz``."""
+"""One host of the two-host test in test_batch_segmenter.py: ``python multihost_worker.py PROCESS_ID PORT OUT.npz``."""
 
 import os
 import sys
@@ -17,13 +17,13 @@ def main():
 
     sys.path.insert(0, os.path.dirname(__file__))
     from multihost_inputs import inputs
-    from reference import tiny_test_config
+    from reference import random_params, tiny_test_config
 
-    from sam2_jax import Sam2Model, init_params
+    from sam2_jax import Sam2Model
     from sam2_jax.frontends.batch_segmenter import BatchSegmenter
 
     config = tiny_test_config()
-    params = init_params(config, jax.random.PRNGKey(0))
+    params = random_params(config, seed=0, video=False)
     seg = BatchSegmenter(Sam2Model(config), params, mode="sharded")
     assert seg.num_devices == 4 and jax.local_device_count() == 2
     result = seg(**inputs(config))

@@ -84,9 +84,9 @@ def test_two_hosts_on_loopback(tmp_path):
     import sys
 
     from multihost_inputs import inputs
-    from reference import tiny_test_config
+    from reference import random_params, tiny_test_config
 
-    from sam2_jax import Sam2Model, init_params
+    from sam2_jax import Sam2Model
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -107,7 +107,7 @@ def test_two_hosts_on_loopback(tmp_path):
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-3000:]
     config = tiny_test_config()
-    params = init_params(config, jax.random.PRNGKey(0))
+    params = random_params(config, seed=0, video=False)  # as the workers draw them
     expected = Sam2Model(config).apply({"params": params}, **inputs(config))
     for i in range(2):
         got = np.load(tmp_path / f"out{i}.npz")
