@@ -66,7 +66,7 @@ class BatchSegmenter:
             self.mesh = Mesh(np.array(self.devices), ("data",))
             self._replicated = NamedSharding(self.mesh, P())
             self._batch_sharding = NamedSharding(self.mesh, P("data"))
-            self.params = jax.device_put(params, self._replicated)
+            self.params = _replicate(params, self._replicated)
             self._fn = jax.jit(forward, out_shardings=self._batch_sharding)
         else:
             # one copy per device along a leading device axis (the pmap layout), sent once
@@ -132,3 +132,16 @@ def global_batch(local_rows: np.ndarray, mesh: Mesh) -> jax.Array:
 
 
 __all__ = ["BatchSegmenter", "global_batch"]
+
+
+def _replicate(params, sharding: NamedSharding):
+    """Params onto every device of ``sharding``; across processes, each sends only its own devices' copies
+    (``device_put`` of host arrays to devices of several processes first all-gathers them to compare)."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(params, sharding)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree_util.tree_map(put, jax.device_get(params))
