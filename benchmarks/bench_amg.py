@@ -3,13 +3,15 @@ pipeline and the official ``SAM2AutomaticMaskGenerator``, with the same threshol
 
     python benchmarks/bench_amg.py [--size tiny] [--image examples/truck.jpg] [--points-per-side 32]
         [--points-per-batch 64] [--pred-iou-thresh 0.88] [--stability-score-thresh 0.95] [--repeats 3]
+        [--skip-pipeline] [--skip-official]
 
 Each contender runs in its own subprocess (so that peak host memory is its own) on randomised weights: the
 transformers pipeline and sam2-jax share one randomised transformers checkpoint, the official generator and
 sam2-jax share one randomised official ``.pt`` (sam2-jax runs once per checkpoint, since how many masks
 survive the thresholds depends on the weights, and the post-processing cost with it). Prints medians over
 repeats after a warm-up run (sam2-jax's warm-up includes compiling, reported apart), the number of masks,
-peak RSS, and the ratio other / sam2-jax (> 1: sam2-jax is faster).
+peak RSS, and the ratio other / sam2-jax (> 1: sam2-jax is faster). ``--skip-pipeline`` / ``--skip-official``
+leave a contender out; with both, sam2-jax runs alone on the official ``.pt`` (for before / after timings).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def main(argv=None):
     parser.add_argument("--stability-score-thresh", type=float, default=0.95)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-official", action="store_true")
+    parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--only", choices=["sam2-jax", "pipeline", "official"], help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -135,15 +138,23 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = os.path.join(tmp, "transformers")
         build_transformers_model(get_config(args.size), seed=0).save_pretrained(hf_dir)
-        ours = _spawn(args, "sam2-jax", hf_dir)
-        rows.append(("transformers pipeline", _spawn(args, "pipeline", hf_dir), ours))
-        if not args.skip_official:
-            pt = os.path.join(tmp, "official.pt")
+        if not args.skip_pipeline:
+            ours = _spawn(args, "sam2-jax", hf_dir)
+            rows.append(("transformers pipeline", _spawn(args, "pipeline", hf_dir), ours))
+        pt = os.path.join(tmp, "official.pt")
+        if not args.skip_official or args.skip_pipeline:  # the official .pt serves both
             torch.save({"model": build_official_model(args.size, seed=5).state_dict()}, pt)
+        if not args.skip_official:
             rows.append(("official generator", _spawn(args, "official", pt), _spawn(args, "sam2-jax", pt)))
+        elif args.skip_pipeline:
+            rows.append(("(none: sam2-jax alone)", None, _spawn(args, "sam2-jax", pt)))
     head = ("against", "other s", "sam2-jax s", "ratio", "masks", "peak MiB", "jax first s")
     print("{:22s} {:>9s} {:>11s} {:>6s} {:>11s} {:>15s} {:>12s}".format(*head))
     for name, other, mine in rows:
+        if other is None:
+            print(f"{name:22s} {'-':>9s} {mine['median']:11.2f} {'-':>6s} {'-':>5s}/{mine['masks']:<5d} ", end="")
+            print(f"{'-':>7s}/{mine['rss']:<7.0f} {mine['first']:12.2f}")
+            continue
         print(
             f"{name:22s} {other['median']:9.2f} {mine['median']:11.2f} {other['median'] / mine['median']:6.2f} "
             f"{other['masks']:5d}/{mine['masks']:<5d} {other['rss']:7.0f}/{mine['rss']:<7.0f} {mine['first']:12.2f}"

@@ -21,8 +21,10 @@ import torch
 from conftest import TRUCK_JPG
 from PIL import Image
 
+from sam2_jax.frontends import mask_records as records
 from sam2_jax.frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
 from sam2_jax.frontends.image_predictor import ImageEmbedding
+from sam2_jax.frontends.mask_survivors import Survivors
 from sam2_jax.processing import boxes as box_ops
 from sam2_jax.processing import crops, prompts, rle
 
@@ -62,14 +64,31 @@ class StubPredictor:
 
     image_size = SIZE
 
+    def __init__(self):
+        self.batches = self.split_batches = 0
+
     def embed_image(self, image):
         return ImageEmbedding((), (image.shape[:2],))
 
     def predict_batched(self, points, labels, boxes=None, mask_input=None, *, multimask_output, embedding, pad_to):
+        self.batches += mask_input is None
         assert boxes is None and labels.shape == (len(points), 1) and np.all(labels == 1)
         assert len(points) <= pad_to
         pts = prompts.to_model_frame(points[:, 0], embedding.original_sizes[0], SIZE)
         return synth_decoder(pts, None if mask_input is None else mask_input[:, 0], multimask_output)
+
+    def predict_survivors(self, points, *, embedding, iou_thresh, pad_to, stats=None):
+        """The split path's contract from the same synthetic decoder: the masks above ``iou_thresh``, in flat
+        order, with the host's stability scores and boxes when asked for."""
+        assert points.shape == (len(points), 2) and len(points) <= pad_to
+        self.batches += 1
+        self.split_batches += 1
+        size = embedding.original_sizes[0]
+        logits, scores = synth_decoder(prompts.to_model_frame(points, size, SIZE), None, True)
+        index = np.nonzero(scores.reshape(-1) > iou_thresh)[0]
+        logits = logits.reshape(-1, LOW, LOW)[index]
+        stability, boxes = records.stats(logits, size, *stats) if stats is not None else (None, None)
+        return Survivors(scores, index, logits, stability, boxes)
 
 
 def official_stub_generator(**kwargs):
@@ -163,7 +182,10 @@ def test_stub_decoder_matches_official(case, scipy_components):
     hw, kwargs = STUB_CASES[case]
     image = np.zeros((*hw, 3), np.uint8)
     ref = official_stub_generator(**kwargs).generate(image)
-    ours = Sam2AutomaticMaskGenerator(predictor=StubPredictor(), **kwargs).generate(image)
+    stub = StubPredictor()
+    gen = Sam2AutomaticMaskGenerator(predictor=stub, **kwargs)
+    ours = gen.generate(image)
+    assert stub.split_batches == (stub.batches if gen._split() else 0)  # scores first, masks where one passes
     assert len(ref) > 1, "the case should keep several masks"
     assert len(ours) == len(ref)
     for a, b in zip(ref, ours, strict=True):
@@ -351,6 +373,22 @@ def test_batch_size_changes_only_float_noise(small_predictor, truck_small):
         assert _mask_iou(x["segmentation"], y["segmentation"]) >= 0.999
 
 
+def test_decode_threads_give_the_same_records_in_order(small_predictor, truck_small):
+    """Five batches decoded one after the other or three at a time in threads: the same records, in the same
+    order, bit for bit (each batch is the same compiled call on the same inputs)."""
+    serial = _generator(small_predictor, points_per_batch=8, decode_threads=1, box_nms_thresh=1.0)
+    threaded = _generator(small_predictor, points_per_batch=8, decode_threads=3, box_nms_thresh=1.0)
+    assert serial.decode_threads == 1 and threaded.decode_threads == 3
+    a, b = serial.generate(truck_small), threaded.generate(truck_small)
+    assert len(a) == len(b) == 36 * 3  # 36 points in batches of 8: five batches
+    for x, y in zip(a, b, strict=True):
+        assert x["point_coords"] == y["point_coords"] and x["predicted_iou"] == y["predicted_iou"]
+        assert x["stability_score"] == y["stability_score"] and x["bbox"] == y["bbox"]
+        np.testing.assert_array_equal(x["segmentation"], y["segmentation"])
+    with pytest.raises(ValueError, match="decode_threads"):
+        _generator(small_predictor, decode_threads=0)
+
+
 def test_truck_box_nms_matches_torchvision(small_predictor, truck_small):
     """With box NMS the kept records are exactly torchvision's ``nms`` over the records kept without it."""
     from torchvision.ops import nms
@@ -501,3 +539,91 @@ def test_two_threads_share_a_generator(small_predictor, truck_small):
             np.testing.assert_array_equal(out["scores"], sequential[n]["scores"])
             for a, b in zip(out["masks"], sequential[n]["masks"], strict=True):
                 np.testing.assert_array_equal(a, b)
+
+
+# ---- split decoding: masks only where a score passes ----------------------------------------------------------
+
+
+def _grid_scores(predictor, image, side):
+    """Every grid point's three predicted IoUs, (side**2, 3)."""
+    h, w = image.shape[:2]
+    points = (crops.build_point_grid(side) * np.array([w, h])).astype(np.float32)
+    emb = predictor.embed_image(image)
+    return predictor.predict_batched(points[:, None], np.ones((len(points), 1), np.int32), embedding=emb)[1]
+
+
+def _unsplit(gen, monkeypatch):
+    """``gen`` decoding every mask of every batch (the path taken without a score threshold)."""
+    monkeypatch.setattr(gen, "_split", lambda: False)
+    return gen
+
+
+def _gap_threshold(values, q=0.5):
+    """A threshold near the q-quantile of ``values``, in the middle of the widest gap among the neighbouring
+    values, so that float32 rounding cannot move a value across it."""
+    v = np.sort(np.asarray(values)[np.isfinite(values)])
+    i = int(q * len(v))
+    j = max(range(max(1, i - 5), min(len(v), i + 6)), key=lambda k: v[k] - v[k - 1])
+    assert v[j] - v[j - 1] > 1e-5
+    return float((v[j] + v[j - 1]) / 2)
+
+
+@pytest.mark.parametrize("implementation", ["auto", "reference"])
+def test_split_decoding_matches_unsplit(small_ref, truck_small, monkeypatch, implementation):
+    """Masks made only for points with a score above pred_iou_thresh, stability and boxes on the device
+    (``predict_survivors``): the records of decoding every mask, up to float32 rounding (the scores come from a
+    final attention over fewer tokens). The threshold lies near the median of the points' best scores, so some
+    points of a batch keep masks and others do not, in full batches of 16 and a padded one of 4 ("auto" on CPU
+    decides per point, "reference" per batch). Also with hole filling (stability and boxes then on the host,
+    after the filling), a stability threshold and crops."""
+    from sam2_jax import Sam2Model
+    from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+
+    predictor = Sam2ImagePredictor(Sam2Model(small_ref.config, implementation=implementation), small_ref.params)
+    best = _grid_scores(predictor, truck_small, 6).max(axis=1)
+    thresh = _gap_threshold(best)
+    assert 5 < (best > thresh).sum() < 31
+    kept = _generator(predictor, pred_iou_thresh=thresh, box_nms_thresh=1.0).generate(truck_small)
+    stab = _gap_threshold([r["stability_score"] for r in kept])
+    counts = []
+    for kwargs in (
+        dict(pred_iou_thresh=thresh),
+        dict(pred_iou_thresh=thresh, stability_score_thresh=stab),
+        dict(pred_iou_thresh=thresh, min_mask_region_area=25),
+        dict(pred_iou_thresh=thresh, stability_score_thresh=stab, crop_n_layers=1, crop_nms_thresh=1.0),
+    ):
+        split = _generator(predictor, box_nms_thresh=1.0, **kwargs)
+        assert split._split()
+        ours = split.generate(truck_small)
+        ref = _unsplit(_generator(predictor, box_nms_thresh=1.0, **kwargs), monkeypatch).generate(truck_small)
+        assert 0 < len(ours) == len(ref)
+        counts.append(len(ours))
+        for a, b in zip(ref, ours, strict=True):
+            assert b["point_coords"] == a["point_coords"] and b["crop_box"] == a["crop_box"]
+            assert abs(b["predicted_iou"] - a["predicted_iou"]) <= 1e-6
+            assert abs(b["stability_score"] - a["stability_score"]) <= 1e-4
+            assert abs(b["area"] - a["area"]) <= max(2, 1e-3 * a["area"])
+            assert np.allclose(b["bbox"], a["bbox"], atol=1)
+            assert _mask_iou(a["segmentation"], b["segmentation"]) >= 0.999
+    assert counts[1] < counts[0] == len(kept) < 36 * 3  # both thresholds dropped masks
+
+
+def test_split_decoding_compiles_once(small_ref, truck_small):
+    """The split batches compile once per batch size (and their stability pass once per image size), whatever
+    survives: no masks, some, or every point's; a second image of the same size compiles nothing."""
+    from compile_count import count_compiles, jit_compiles
+
+    from sam2_jax.frontends import mask_survivors
+    from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+
+    predictor = Sam2ImagePredictor(small_ref.model, small_ref.params)
+    image = np.asarray(Image.fromarray(truck_small).resize((470, 330)))  # a size no other test uses
+    best = _grid_scores(predictor, image, 6).max(axis=1)
+    stats_before = jit_compiles(mask_survivors.survivor_stats)
+    kept = [len(_generator(predictor, pred_iou_thresh=t).generate(image)) for t in (float(np.median(best)), 2.0)]
+    assert kept[0] > 0 and kept[1] == 0
+    assert jit_compiles(predictor._survivors) == 1
+    assert jit_compiles(mask_survivors.survivor_stats) == stats_before + 1
+    with count_compiles() as c:
+        every = _generator(predictor, pred_iou_thresh=1e-6, box_nms_thresh=1.0).generate(image[::-1].copy())
+    assert c.n == 0 and len(every) == 36 * 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sam2_jax.modeling.mask_decoder import ConvTranspose2x2, MaskDecoder
 
@@ -60,3 +61,47 @@ def test_subpixel_layout_round_trip():
     image = np.asarray(conv.apply({"params": params}, y))
     per_pixel = np.asarray(conv.apply({"params": params}, y.reshape(1, 15, 8), method=ConvTranspose2x2.subpixel))
     np.testing.assert_array_equal(to_subpixels(jnp.asarray(image), 1), per_pixel)
+
+
+@pytest.mark.parametrize("implementation", ["reference", "fast"])
+def test_mask_floor_makes_only_wanted_masks(implementation):
+    """With a ``mask_floor`` the scores are those of the call without one, and so are the masks and mask tokens
+    of prompts with a score above their floor; the others' are zeros ("fast" decides per prompt, "reference" for
+    all prompts at once, so it makes all as soon as one passes). Refused for one stability-checked mask and with
+    PerSAM inputs."""
+    from sam2_jax.config import MaskDecoderConfig
+    from sam2_jax.modeling.implementation import PRESETS
+
+    cfg = MaskDecoderConfig(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
+    dec = MaskDecoder(cfg, implementation=PRESETS[implementation])
+    rng = np.random.default_rng(2)
+    b, p, t, h = 1, 5, 2, 8
+
+    def rand(*shape):
+        return jnp.asarray(rng.standard_normal(shape).astype(np.float32))
+
+    inputs = (rand(b, h, h, 32), rand(1, h, h, 32), rand(b, p, t, 32), rand(b, 1, h, h, 32))
+    feats = (rand(b, 4 * h, 4 * h, 4), rand(b, 2 * h, 2 * h, 8))
+    token_mask = jnp.asarray([[[True, i != 3] for i in range(p)]])
+    params = {"params": dec.init(jax.random.PRNGKey(0), *inputs, feats)["params"]}
+    masks, iou, obj, tokens = dec.apply(params, *inputs, feats, token_mask=token_mask)
+    best = np.asarray(iou).max(axis=-1)  # (b, p)
+    pick = [0, 3]
+    floor = best - np.where(np.isin(np.arange(p), pick), 1e-3, 0.0).astype(np.float32)
+    masks2, iou2, obj2, tokens2 = dec.apply(params, *inputs, feats, token_mask=token_mask, mask_floor=floor)
+    assert masks2.shape == masks.shape and tokens2.shape == tokens.shape
+    np.testing.assert_allclose(iou2, iou, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(obj2, obj, rtol=1e-5, atol=1e-5)
+    chunked = dec.implementation.prompt_chunk is not None
+    for i in range(p):
+        if i in pick or not chunked:
+            np.testing.assert_allclose(masks2[:, i], masks[:, i], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(tokens2[:, i], tokens[:, i], rtol=1e-5, atol=1e-5)
+        else:
+            assert not np.any(masks2[:, i]) and not np.any(tokens2[:, i])
+    none = dec.apply(params, *inputs, feats, token_mask=token_mask, mask_floor=best)[0]
+    assert not np.any(none)  # a score must exceed its floor
+    with pytest.raises(ValueError, match="multimask_output=True"):
+        dec.apply(params, *inputs, feats, multimask_output=False, mask_floor=floor)
+    with pytest.raises(ValueError, match="PerSAM"):
+        dec.apply(params, *inputs, feats, mask_floor=floor, target_embedding=rand(b, p, 8, 32))

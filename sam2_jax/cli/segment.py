@@ -37,14 +37,17 @@ def run(args) -> int:
     if not args.point and args.box is None:
         raise SystemExit("error: give at least one --point X,Y or a --box X1,Y1,X2,Y2")
     predictor = Sam2ImagePredictor.from_pretrained(args.model)
-    predictor.set_image(image)
     points = np.asarray(args.point, np.float32) if args.point else None
-    masks, scores, _ = predictor.predict(
+    prompt = dict(
         point_coords=points,
         point_labels=np.asarray(labels) if args.point else None,
         box=np.asarray(args.box, np.float32) if args.box is not None else None,
         multimask_output=args.multimask,
     )
+    warm = predictor.warm_up(image.shape[:2], **prompt)  # the decoder compiles while the encoder runs
+    predictor.set_image(image)
+    warm.result()
+    masks, scores, _ = predictor.predict(**prompt)
     order = np.argsort(-scores)
     best = masks[order[0]]
     out = Path(args.out)

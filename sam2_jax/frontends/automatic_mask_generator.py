@@ -16,13 +16,18 @@ record fields and their types). ``generate(image (H, W, 3) uint8)`` returns a li
 bool], "scores": (N,) float32}`` (``image`` may be a path), with the generator's thresholds.
 
 Per crop the image is embedded once (``Sam2ImagePredictor.embed_image``) and the grid is decoded
-``points_per_batch`` points at a time under jit (``predict_batched``, every batch padded once to
-``points_per_batch`` prompts, so one compile serves all). Masks that pass ``pred_iou_thresh`` are upsampled to
-the crop size (``processing.masks.upsample_bilinear``, under jit, 8 masks at a time) for their stability scores
-and boxes; survivors are upsampled again, binarised and run-length encoded. ``min_mask_region_area`` > 0 fills
-holes and removes sprinkles of up to that many pixels in the low-resolution logits, like the official predictor
-(which needs its CUDA extension for it). Filtering, NMS and RLE are vectorised NumPy (``sam2_jax.processing``:
-``crops``, ``boxes``, ``rle``, ``components``).
+``points_per_batch`` points at a time under jit, every batch padded once to ``points_per_batch`` prompts, so one
+compile serves all. With ``pred_iou_thresh`` > 0 (and no m2m, three masks a point) a batch is one device call,
+``predict_survivors`` (``frontends.mask_survivors``): the decoder's scores for every point, masks only for points
+with a score above the threshold (the decoder's ``mask_floor``: on CPU about half the decoding of a point without
+one), and those masks' stability scores and boxes at the crop size (``processing.masks.upsample_bilinear``, 8
+masks at a time), fetched to the host once. Otherwise (``predict_batched``) every mask is made and the passing
+ones go through the same upsampling for their scores. Survivors are upsampled again, binarised and run-length
+encoded. ``decode_threads`` batches of a crop are in flight at once, each in a thread (on CPU one batch's decoding
+keeps about one core busy; elsewhere the host's work on one batch overlaps the device's on the next); records keep
+the grid's order. ``min_mask_region_area`` > 0 fills holes and removes sprinkles of up to that many pixels in
+the low-resolution logits, like the official predictor (which needs its CUDA extension for it). Filtering, NMS
+and RLE are vectorised NumPy (``sam2_jax.processing``: ``crops``, ``boxes``, ``rle``, ``components``).
 
 Threads: a generator keeps no per-call state (``points_per_batch`` of a call is passed down, the image
 embedding is local to the call), so one generator may serve several threads at once.
@@ -31,6 +36,7 @@ embedding is local to the call), so one generator may serve several threads at o
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax.numpy as jnp
@@ -38,7 +44,7 @@ import numpy as np
 
 from ..processing import boxes as box_ops
 from ..processing import crops, rle
-from ..processing.components import fill_holes_and_remove_sprinkles, remove_small_regions
+from ..processing.components import fill_holes_and_remove_sprinkles
 from ..processing.images import read_image
 from ..processing.masks import LOW_RES_CLAMP
 from ..utils.progress import progress_bar
@@ -48,11 +54,24 @@ from .image_predictor import ImageEmbedding, Sam2ImagePredictor
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
 
+def default_decode_threads() -> int:
+    """Batches in flight at once by default: on the CPU backend one per available core, up to 4 (one batch's
+    decoding keeps about one core busy), elsewhere 2 (one batch's host work overlaps the next one's decoding)."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
 class Sam2AutomaticMaskGenerator:
     """The official ``SAM2AutomaticMaskGenerator`` over a JAX model; see the module docstring.
 
     ``model, params`` as ``sam2_jax.load`` returns them, or ``predictor=`` an existing ``Sam2ImagePredictor``
     (its compiled encoder and decoder are reused; its own hole and sprinkle settings are not consulted).
+    ``decode_threads`` batches of a crop are decoded at once, each in its own thread (default
+    ``default_decode_threads()``; 1 decodes them one after the other): the records are the same, in the same order.
     Thread-safe: ``generate`` and ``__call__`` keep their state in the call (the predictor is used only through
     its stateless ``embed_image`` / ``predict_batched``), so threads may share one generator.
     """
@@ -78,6 +97,7 @@ class Sam2AutomaticMaskGenerator:
         use_m2m: bool = False,
         multimask_output: bool = True,
         predictor: Sam2ImagePredictor | None = None,
+        decode_threads: int | None = None,
     ):
         if (predictor is None) == (model is None or params is None):
             raise ValueError("Give either model and params, or a predictor")
@@ -87,6 +107,8 @@ class Sam2AutomaticMaskGenerator:
             raise ValueError(f"Unknown output_mode {output_mode!r}; expected one of {OUTPUT_MODES}")
         if points_per_batch < 1:
             raise ValueError("points_per_batch must be positive")
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError(f"decode_threads must be at least 1, got {decode_threads}")
         self.point_grids = (
             crops.build_all_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
             if points_per_side is not None
@@ -112,6 +134,7 @@ class Sam2AutomaticMaskGenerator:
         self.output_mode = output_mode
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
+        self.decode_threads = decode_threads or default_decode_threads()
 
     @classmethod
     def from_pretrained(cls, src, dtype=jnp.float32, **kwargs) -> Sam2AutomaticMaskGenerator:
@@ -128,30 +151,7 @@ class Sam2AutomaticMaskGenerator:
         """Mask records for an (H, W, 3) RGB image (uint8 array, or a PIL image); see the module docstring."""
         image = _as_image(image)
         data = self._generate_masks(image, progress, self.points_per_batch)
-        if self.output_mode == "binary_mask":
-            segs = [rle.rle_to_mask(r) for r in data["rles"]]
-        elif self.output_mode == "coco_rle":
-            segs = [rle.coco_encode_rle(r) for r in data["rles"]]
-        else:
-            segs = data["rles"]
-        # the official records carry float32 boxes, points and scores as Python floats
-        boxes = box_ops.box_xyxy_to_xywh(data["boxes"].astype(np.float32)).tolist()
-        crop_boxes = box_ops.box_xyxy_to_xywh(data["crop_boxes"].astype(np.float32)).tolist()
-        points = data["points"].astype(np.float32).tolist()
-        ious = data["iou_preds"].astype(np.float32).tolist()
-        stability = data["stability_score"].astype(np.float32).tolist()
-        return [
-            {
-                "segmentation": segs[i],
-                "area": rle.area_from_rle(r),
-                "bbox": boxes[i],
-                "predicted_iou": ious[i],
-                "point_coords": [points[i]],
-                "stability_score": stability[i],
-                "crop_box": crop_boxes[i],
-            }
-            for i, r in enumerate(data["rles"])
-        ]
+        return records.to_records(data, self.output_mode)
 
     def __call__(
         self,
@@ -190,25 +190,7 @@ class Sam2AutomaticMaskGenerator:
         calls: fill holes, then drop islands, of area < ``min_area`` in every mask (``data["rles"]``), recompute
         the boxes and rerun box NMS preferring unchanged masks. ``data`` is ``_generate_masks``' dict (with
         ``rles`` and image-frame ``boxes``); returns a filtered copy."""
-        n = len(data["rles"])
-        if n == 0:
-            return data
-        masks, unchanged = [], []
-        for s in range(0, n, records.CHUNK):  # full-resolution connected components, a chunk of masks at a time
-            chunk = np.stack([rle.rle_to_mask(r) for r in data["rles"][s : s + records.CHUNK]])
-            chunk, holes = remove_small_regions(chunk, min_area, "holes")
-            chunk, islands = remove_small_regions(chunk, min_area, "islands")
-            masks.append(chunk)
-            unchanged.append(~(holes | islands))
-        masks, unchanged = np.concatenate(masks), np.concatenate(unchanged)
-        boxes = box_ops.batched_mask_to_box(masks)
-        keep = box_ops.batched_nms(boxes.astype(np.float32), unchanged.astype(np.float32), None, nms_thresh)
-        changed = keep[~unchanged[keep]]
-        out = dict(data, rles=list(data["rles"]), boxes=np.array(data["boxes"], copy=True))
-        for i, new in zip(changed.tolist(), rle.mask_to_rle(masks[changed]), strict=True):
-            out["rles"][i] = new
-        out["boxes"][changed] = boxes[changed]
-        return records.take(out, keep)
+        return records.postprocess_small_regions(data, min_area, nms_thresh)
 
     # ---- internals ---------------------------------------------------------------------------------------------
     def _generate_masks(self, image: np.ndarray, progress: bool, points_per_batch: int | None = None) -> dict[str, Any]:
@@ -235,11 +217,19 @@ class Sam2AutomaticMaskGenerator:
         h, w = cropped.shape[:2]
         embedding = self.predictor.embed_image(cropped)
         points = (self.point_grids[layer_idx] * np.array([w, h])).astype(np.float32)
-        parts = []
-        for start in range(0, len(points), points_per_batch):
+
+        def one(start):
             batch = points[start : start + points_per_batch]
-            parts.append(self._process_batch(batch, embedding, crop_box, orig_size, points_per_batch))
+            out = self._process_batch(batch, embedding, crop_box, orig_size, points_per_batch)
             bar.update(1)
+            return out
+
+        starts = range(0, len(points), points_per_batch)
+        if self.decode_threads > 1 and len(starts) > 1:  # batches in flight at once, results in order
+            with ThreadPoolExecutor(min(self.decode_threads, len(starts))) as pool:
+                parts = list(pool.map(one, starts))
+        else:
+            parts = [one(start) for start in starts]
         data = records.cat(parts)
         if len(data["iou_preds"]):
             keep = box_ops.batched_nms(data["boxes"].astype(np.float32), data["iou_preds"], None, self.box_nms_thresh)
@@ -268,37 +258,61 @@ class Sam2AutomaticMaskGenerator:
             return low_res
         return fill_holes_and_remove_sprinkles(low_res, area, area, self.mask_threshold)
 
-    def _process_batch(self, points, embedding, crop_box, orig_size, points_per_batch) -> dict[str, Any]:
-        size = embedding.original_sizes[0]
+    def _split(self) -> bool:
+        """Whether a batch skips the masks of prompts whose IoU scores all miss ``pred_iou_thresh``
+        (``predict_survivors``): not with m2m, which refines every mask, nor for one stability-checked mask."""
+        return self.pred_iou_thresh > 0.0 and not self.use_m2m and self.multimask_output
+
+    def _candidates(self, points, embedding, points_per_batch) -> dict[str, Any]:
+        """The batch's masks above ``pred_iou_thresh``: logits (K, h, w), iou_preds (K,), points (K, 2) and, when
+        the device computed them, stability_score (K,) and boxes (K, 4)."""
+        if self._split():  # masks only where one can pass; stability and boxes on the device unless filled first
+            stats = None if self.min_mask_region_area > 0 else (self.mask_threshold, self.stability_score_offset)
+            found = self.predictor.predict_survivors(
+                points, embedding=embedding, iou_thresh=self.pred_iou_thresh, pad_to=points_per_batch, stats=stats
+            )
+            m = found.scores.shape[1]
+            data = {
+                "logits": self._fill(found.logits),
+                "iou_preds": found.scores.reshape(-1)[found.index],
+                "points": points[found.index // m],
+            }
+            if stats is not None:
+                data["stability_score"], data["boxes"] = found.stability, found.boxes
+            return data
         low_res, scores = self._decode(points, embedding, points_per_batch, multimask=self.multimask_output)
         m = low_res.shape[1]
-        clamped = np.clip(low_res, -LOW_RES_CLAMP, LOW_RES_CLAMP)
         data = {
             "logits": self._fill(low_res.reshape(-1, *low_res.shape[2:])),
-            "low_res": clamped.reshape(-1, *low_res.shape[2:]),
             "iou_preds": scores.reshape(-1),
             "points": np.repeat(points, m, axis=0),
         }
         if self.use_m2m:  # one refinement step, each mask fed back with its own point
+            low = np.clip(low_res, -LOW_RES_CLAMP, LOW_RES_CLAMP).reshape(-1, *low_res.shape[2:])
             refined, ious = [], []
             for s in range(0, len(data["points"]), points_per_batch):
                 sl = slice(s, s + points_per_batch)
-                r, i = self._decode(data["points"][sl], embedding, points_per_batch, data["low_res"][sl], False)
+                r, i = self._decode(data["points"][sl], embedding, points_per_batch, low[sl], False)
                 refined.append(r[:, 0])
                 ious.append(i[:, 0])
             data["logits"] = self._fill(np.concatenate(refined)) if refined else data["logits"][:0]
             data["iou_preds"] = np.concatenate(ious) if ious else data["iou_preds"][:0]
         if self.pred_iou_thresh > 0.0:
             data = records.take(data, np.nonzero(data["iou_preds"] > self.pred_iou_thresh)[0])
-        stability, boxes = records.stats(data["logits"], size, self.mask_threshold, self.stability_score_offset)
-        data["stability_score"], data["boxes"] = stability, boxes
+        return data
+
+    def _process_batch(self, points, embedding, crop_box, orig_size, points_per_batch) -> dict[str, Any]:
+        size = embedding.original_sizes[0]
+        data = self._candidates(points, embedding, points_per_batch)
+        if "stability_score" not in data:
+            stability, boxes = records.stats(data["logits"], size, self.mask_threshold, self.stability_score_offset)
+            data["stability_score"], data["boxes"] = stability, boxes
         if self.stability_score_thresh > 0.0:
             data = records.take(data, np.nonzero(data["stability_score"] >= self.stability_score_thresh)[0])
         orig_h, orig_w = orig_size
         near = crops.is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
         data = records.take(data, np.nonzero(~near)[0])
-        data["rles"] = records.encode_rles(data["logits"], size, crop_box, orig_size, self.mask_threshold)
-        del data["logits"], data["low_res"]
+        data["rles"] = records.encode_rles(data.pop("logits"), size, crop_box, orig_size, self.mask_threshold)
         return data
 
 

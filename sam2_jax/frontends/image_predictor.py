@@ -22,7 +22,13 @@ on a new image size pays a compile of a few tenths of a second.
 ``embed_image(image)`` -> ``ImageEmbedding`` and ``predict_batched(points (P, N, 2), labels (P, N), boxes (P, 4),
 mask_input (P, 1, 256, 256), embedding=...)`` -> (low-res logits (P, M, 256, 256), scores (P, M)) are the
 stateless form: many prompts of one image decoded at once, nothing stored on the predictor (the automatic mask
-generator uses them).
+generator uses them). ``predict_survivors(points (P, 2), embedding=..., iou_thresh=...)`` is the generator's
+batch: masks made only where a predicted IoU passes the threshold (``frontends.mask_survivors``).
+These stateless methods are the ``PromptDecoding`` mixin (``frontends.prompt_decoding``).
+
+``warm_up(original_size, **predict's arguments)`` compiles what that ``predict`` will need before the image is
+encoded, in a thread by default, so that the compiling overlaps ``set_image`` (``frontends.warm_up``; the command
+line does this).
 
 Static shapes on purpose: the number of points per prompt and the number of prompts are padded up to the
 next bucket of ``sam2_jax.processing.prompts.PROMPT_BUCKETS`` (or to ``pad_to`` prompts), once, by
@@ -40,7 +46,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -48,22 +53,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..modeling.sam2_model import Sam2Model
-from ..processing import prompts
-from ..processing.components import fill_holes_and_remove_sprinkles
-from ..processing.masks import LOW_RES_CLAMP, masks_to_size
 from ..processing.processor import Sam2Processor
+from . import mask_survivors
+from .prompt_decoding import ImageEmbedding, PromptDecoding
+
+__all__ = ["ImageEmbedding", "Sam2ImagePredictor"]
 
 
-@dataclass(frozen=True)
-class ImageEmbedding:
-    """What the image encoder made of B images: ``features`` (the encoder outputs, each (B, ...), the last the
-    (B, 64, 64, 256) embedding) and their ``original_sizes`` ((height, width) per image)."""
-
-    features: tuple[jax.Array, ...]
-    original_sizes: tuple[tuple[int, int], ...]
-
-
-class Sam2ImagePredictor:
+class Sam2ImagePredictor(PromptDecoding):
     """Embed once, decode many prompts; see the module docstring.
 
     Not thread-safe: ``set_image`` stores the current image on the predictor (as the official predictor does),
@@ -92,6 +89,7 @@ class Sam2ImagePredictor:
             lambda p: model.apply({"params": p}, method=Sam2Model.get_image_wide_positional_embeddings)
         )(params)  # depends on the params only: computed once, not per prompt
         self._decode = jax.jit(functools.partial(self._decode_fn, model), static_argnames=("multimask_output",))
+        self._survivors = jax.jit(functools.partial(mask_survivors.decode_survivors, model))
         self.reset_predictor()
 
     @classmethod
@@ -202,7 +200,15 @@ class Sam2ImagePredictor:
         if len(self._orig_hw) > 1:
             raise RuntimeError(f"{len(self._orig_hw)} images are set: use predict_batch, or set_image for one")
         return self._predict_one(
-            0, point_coords, point_labels, box, mask_input, multimask_output, return_logits, normalize_coords
+            self._embedding,
+            0,
+            point_coords,
+            point_labels,
+            box,
+            mask_input,
+            multimask_output,
+            return_logits,
+            normalize_coords,
         )
 
     def predict_batch(
@@ -231,6 +237,7 @@ class Sam2ImagePredictor:
 
         for i in range(n):
             res = self._predict_one(
+                self._embedding,
                 i,
                 item(point_coords_batch, i, "point_coords_batch"),
                 item(point_labels_batch, i, "point_labels_batch"),
@@ -244,112 +251,24 @@ class Sam2ImagePredictor:
                 acc.append(r)
         return outs
 
-    def _predict_one(self, img_idx, points, labels, box, mask_input, multimask_output, return_logits, normalize):
-        low_res_dev, scores, n = self._decode_prompts(
-            points, labels, box, mask_input, multimask_output, self._require_image(), img_idx, normalize, None
-        )
-        h, w = self._orig_hw[img_idx]
-        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:  # connected components: on the host, at 256 px
-            src = fill_holes_and_remove_sprinkles(
-                np.asarray(low_res_dev)[:n], self.max_hole_area, self.max_sprinkle_area, self.mask_threshold
-            )
-            masks = self.postprocess_masks(src, (h, w), binarize=not return_logits)
-        else:
-            masks = self.postprocess_masks(low_res_dev, (h, w), binarize=not return_logits, count=n)
-        low_res = np.clip(np.asarray(low_res_dev)[:n], -LOW_RES_CLAMP, LOW_RES_CLAMP)
-        if len(scores) == 1:  # the official predictor squeezes a batch of one
-            return masks[0], scores[0], low_res[0]
-        return masks, scores, low_res
-
-    def postprocess_masks(self, low_res, size: tuple[int, int], binarize: bool = True, count: int | None = None):
-        """Low-res logits (P, M, h, w) (NumPy or on the device) -> (count, M, H, W) NumPy at ``size`` = (H, W):
-        bool ``logits > mask_threshold`` when ``binarize``, else float32 logits (the official postprocessing:
-        bilinear, ``align_corners=False``, straight to the original size; no hole filling here).
-
-        On the device, one compiled call per chunk (``processing.masks.masks_to_size``). The first ``count``
-        (default all P) prompts are taken in chunks whose sizes are ``PROMPT_BUCKETS`` (17 = 16 + 1), so the
-        compiles per image size are bounded by the buckets and no padded prompt is upsampled."""
-        count = len(low_res) if count is None else count
-        size = (int(size[0]), int(size[1]))
-        parts, start = [], 0
-        while start < count:
-            step = max(b for b in prompts.PROMPT_BUCKETS if b <= count - start)
-            chunk = low_res if step == len(low_res) else low_res[start : start + step]
-            parts.append(np.asarray(masks_to_size(chunk, size, self.mask_threshold, binarize)))
-            start += step
-        if len(parts) == 1:
-            return parts[0]
-        if not parts:
-            shape = (0, *low_res.shape[1:-2], *size)
-            return np.zeros(shape, np.bool_ if binarize else np.float32)
-        return np.concatenate(parts)
-
-    def predict_batched(
+    def warm_up(
         self,
-        points=None,
-        labels=None,
-        boxes=None,
+        original_size: tuple[int, int],
+        point_coords=None,
+        point_labels=None,
+        box=None,
         mask_input=None,
-        *,
         multimask_output: bool = True,
-        embedding: ImageEmbedding | None = None,
-        image_index: int = 0,
+        return_logits: bool = False,
         normalize_coords: bool = True,
-        pad_to: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Decode P prompts of one image at once: low-res logits (P, M, 256, 256) float32 (not clamped, not
-        post-processed) and IoU scores (P, M), NumPy.
+        background: bool = True,
+    ):
+        """Compile what ``predict`` will need for prompts shaped like these (the values do not matter) on an
+        image of ``original_size`` = (H, W), by running it once on a zero embedding: the decoder's bucket and the
+        post-processing at that size. With ``background`` (default) it runs in a thread and returns a
+        ``concurrent.futures.Future`` to wait on, so that it overlaps ``set_image`` (the command line starts it
+        before encoding); otherwise it returns None when done. Stores nothing on the predictor."""
+        from .warm_up import warm_up
 
-        points (P, N, 2) or (N, 2) and labels (P, N) or (N,) in original image pixels (the model frame with
-        ``normalize_coords=False``), boxes (P, 4) or (4,), mask_input (P, 1, 256, 256) or (1, 256, 256) logits.
-        ``embedding`` (from ``embed_image``) is the image, else image ``image_index`` of the one set with
-        ``set_image``/``set_image_batch``. The prompts are padded once, to ``pad_to`` prompts when given (one
-        compile for batches of up to ``pad_to`` prompts) or else to the next bucket."""
-        emb = self._require_image() if embedding is None else embedding
-        low_res, scores, n = self._decode_prompts(
-            points, labels, boxes, mask_input, multimask_output, emb, image_index, normalize_coords, pad_to
-        )
-        return np.asarray(low_res)[:n], scores
-
-    def _decode_prompts(self, points, labels, boxes, mask_input, multimask_output, emb, image_index, normalize, pad_to):
-        """Pad and decode: low-res logits (p, M, 256, 256) of the p >= n padded prompts, left on the device, the
-        scores (n, M) NumPy, and n."""
-        size = emb.original_sizes[image_index]
-        n_masks = None
-        if mask_input is not None:
-            mask_input = np.asarray(mask_input, np.float32)
-            if mask_input.ndim == 3:
-                mask_input = mask_input[None]
-            if mask_input.ndim != 4 or mask_input.shape[1] != 1:
-                raise ValueError(f"mask_input must be (1, 256, 256) or (B, 1, 256, 256), got {mask_input.shape}")
-            n_masks = mask_input.shape[0]
-        enc = prompts.encode(
-            points,
-            labels,
-            boxes,
-            size=size,
-            image_size=self.image_size,
-            n_prompts=n_masks,
-            normalize=normalize,
-        )
-        n = enc.n_prompts
-        if n_masks is not None and n_masks not in (1, n):
-            raise ValueError(f"{n_masks} mask inputs for {n} prompts")
-        p = prompts.bucket(n) if pad_to is None else pad_to
-        if p < n:
-            raise ValueError(f"{n} prompts do not fit pad_to={pad_to}")
-        args = prompts.pad_batch([enc], p, prompts.bucket(enc.n_points))
-        args = {
-            "points": args.get("input_points"),
-            "labels": args.get("input_labels"),
-            "prompt_mask": args.get("prompt_mask"),
-            "boxes": args.get("input_boxes"),
-            "masks": None,
-        }
-        if mask_input is not None:
-            m = mask_input[:, 0]
-            # one mask per prompt is padded with the prompts; a single mask for several prompts is broadcast
-            args["masks"] = (np.pad(m, ((0, p - n), (0, 0), (0, 0))) if len(m) == n else m)[None]
-        features = tuple(f[image_index : image_index + 1] for f in emb.features)
-        low_res, scores = self._decode(self.params, self._image_pe, features, multimask_output=multimask_output, **args)
-        return low_res[0], np.asarray(scores[0])[:n], n
+        args = (point_coords, point_labels, box, mask_input, multimask_output, return_logits, normalize_coords)
+        return warm_up(self, tuple(int(v) for v in original_size), args, background)

@@ -8,6 +8,10 @@ In:
   high_resolution_features: feat_s0 (B, 256, 256, C/8) and feat_s1 (B, 128, 128, C/4), already projected
                      by ``conv_s0`` / ``conv_s1`` (done once per image, see ``project_high_resolution``)
   token_mask         (B, P, T) bool or None: False for bucket-padding prompt tokens (masked out of attention)
+  mask_floor         (B, P) float32 or None: when given, masks (and mask tokens) are made only where a returned
+                     IoU score of the prompt exceeds its floor, decided per ``prompt_chunk`` of prompts (without
+                     chunks, for all at once); elsewhere they are zeros. Not for a single stability-checked mask,
+                     nor with PerSAM inputs.
   attention_similarity, target_embedding: PerSAM's inputs, see ``two_way_transformer``
   implementation     (module field) an ``Implementation``: reassociated cross-attention, subpixel upscaling,
                      prompts in a ``scan`` of ``prompt_chunk``, layer 0's image side computed once. The answer
@@ -18,6 +22,14 @@ Out:
   transformer (official ``mask_tokens_out``; the video model's object pointers are made from them). A single
   mask is the stability-checked one: if mask 0's stability (area above +delta / area above -delta) is below
   the threshold, the best of the three multimask outputs by predicted IoU replaces it.
+
+Masks only where they can be kept (``mask_floor``; the automatic mask generator, ``frontends.mask_survivors``):
+the scores do not need the mask upscaling (about a quarter of a prompt's FLOPs), nor the final token-to-image
+attention of the mask tokens (the attention is per token). So with a floor the transformer's final attention
+serves the two score tokens of every prompt, and the mask tokens' final attention, the hypernetworks and the
+upscaling are a ``cond`` branch that runs only for a chunk of prompts with a score above its floor (per
+``prompt_chunk``: one prompt on CPU; without chunks, all prompts at once). On CPU, with no mask wanted, a prompt
+costs about half of ``__call__``'s. The same numbers as without a floor, up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -124,7 +136,12 @@ class MaskDecoder(nn.Module):
         token_mask: jax.Array | None = None,
         attention_similarity: jax.Array | None = None,
         target_embedding: jax.Array | None = None,
+        mask_floor: jax.Array | None = None,
     ):
+        if mask_floor is not None and not multimask_output and self.config.dynamic_multimask_via_stability:
+            raise ValueError("mask_floor cannot pick a single mask by stability: use multimask_output=True")
+        if mask_floor is not None and (attention_similarity is not None or target_embedding is not None):
+            raise ValueError("mask_floor does not take PerSAM inputs (attention_similarity, target_embedding)")
         c, impl = self.config, self.implementation
         b, h, w, ch = image_embeddings.shape
         p = sparse_embeddings.shape[1]
@@ -155,7 +172,8 @@ class MaskDecoder(nn.Module):
         )
         initializing = self.is_initializing()
         image_side = self.transformer.image_side(src, pe) if hoist and not initializing else None
-        per_prompt = (tokens, token_mask, None if shared_src else src, attention_similarity, target_embedding)
+        own_src = None if shared_src else src
+        per_prompt = (tokens, token_mask, own_src, attention_similarity, target_embedding, mask_floor)
         chunk = impl.prompt_chunk
         if chunk is None or p <= chunk or initializing:
             return self._decode(per_prompt, src, shared, image_side, (h, w), multimask_output)
@@ -188,11 +206,16 @@ class MaskDecoder(nn.Module):
         """Two-way transformer, upscaling and heads for (B, P) prompts: (masks, iou_pred, object_score_logits,
         mask_tokens)."""
         c = self.config
-        tokens, token_mask, own_src, attention_similarity, target_embedding = per_prompt
+        tokens, token_mask, own_src, attention_similarity, target_embedding, floor = per_prompt
         pe, s0, s1 = shared
+        dynamic = not multimask_output and c.dynamic_multimask_via_stability
+        keep = slice(1, None) if multimask_output else slice(None) if dynamic else slice(0, 1)
+        src = src if own_src is None else own_src
+        if floor is not None:
+            return self._decode_above(tokens, token_mask, src, shared, image_side, hw, keep, floor)
         queries, keys = self.transformer(
             tokens,
-            src if own_src is None else own_src,
+            src,
             pe,
             token_mask,
             image_side,
@@ -204,23 +227,65 @@ class MaskDecoder(nn.Module):
         )
         iou_pred = self.iou_prediction_head(queries[:, :, 1].astype(jnp.float32))
         object_score_logits = self.pred_obj_score_head(queries[:, :, 0].astype(jnp.float32))
-        dynamic = not multimask_output and c.dynamic_multimask_via_stability
-        keep = slice(1, None) if multimask_output else slice(None) if dynamic else slice(0, 1)
-        if self.implementation.upscaling == "subpixel":
-            # (B, P, HW, 2, 2, C/4), then (B, P, HW, 2, 2, 2, 2, C/8); only the masks that can be returned
-            x = gelu(self.upscale_layer_norm(self.upscale_conv1.subpixel(keys) + s1.astype(self.dtype)))
-            x = gelu(self.upscale_conv2.subpixel(x) + s0.astype(self.dtype))
+        if self.implementation.upscaling == "subpixel":  # only the masks that can be returned
             hyper_in, iou_pred = hyper_in[:, :, keep], iou_pred[:, :, keep]
-            masks = from_subpixels(einsum_f32("bpnuvstc,bpmc->bpnuvstm", x, hyper_in), *hw)
+            masks = self._upscale(keys, hyper_in, s0, s1, hw)
         else:  # transformers' order: upscale the image, all mask tokens, then select
-            x = keys.reshape(*keys.shape[:2], *hw, keys.shape[-1])
-            x = gelu(self.upscale_layer_norm(self.upscale_conv1(x) + s1.astype(self.dtype)))
-            x = gelu(self.upscale_conv2(x) + s0.astype(self.dtype))
-            masks = einsum_f32("bphwc,bpmc->bpmhw", x, hyper_in)
+            masks = self._upscale(keys, hyper_in, s0, s1, hw)
             masks, iou_pred = masks[:, :, keep], iou_pred[:, :, keep]
         if dynamic:
             masks, iou_pred = self._dynamic_multimask_via_stability(masks, iou_pred)
         return masks, iou_pred, object_score_logits, queries[:, :, 2:]
+
+    def _decode_above(self, tokens, token_mask, src, shared, image_side, hw, keep, floor):
+        """``_decode`` with ``mask_floor`` (no PerSAM inputs): the transformer's blocks, then its final attention
+        (per token, so it may serve a subset of the tokens) for the object-score and IoU tokens of every prompt,
+        and for the mask tokens, the hypernetworks and the upscaling only if a returned score passes its floor
+        (a ``cond``: one branch runs). Mask tokens and masks are zeros where they are not made."""
+        t = self.transformer
+        pe, s0, s1 = shared
+        pe = pe.astype(self.dtype)
+        queries, keys = tokens, src
+        for i, block in enumerate(t.layers):  # ``TwoWayTransformer.__call__`` without its final attention
+            queries, keys = block(queries, keys, tokens, pe, token_mask, image_side=image_side if i == 0 else None)
+
+        def final(module, sel, queries, keys):
+            q = queries[:, :, sel]
+            attn = module.transformer.final_attn_token_to_image(q + tokens[:, :, sel], keys + pe, keys)
+            return module.transformer.layer_norm_final_attn(q + attn)
+
+        heads = final(self, slice(0, 2), queries, keys)
+        object_score_logits = self.pred_obj_score_head(heads[:, :, 0].astype(jnp.float32))
+        iou_pred = self.iou_prediction_head(heads[:, :, 1].astype(jnp.float32))[:, :, keep]
+
+        def make(module, queries, keys, s0, s1):  # the rest of ``_decode``'s queries[:, :, 2:]
+            mask_tokens = final(module, slice(2, None), queries, keys)
+            hyper_in = jnp.stack(
+                [mlp(mask_tokens[:, :, i]) for i, mlp in enumerate(module.output_hypernetworks_mlps)], axis=2
+            )
+            return module._upscale(keys, hyper_in[:, :, keep], s0, s1, hw), mask_tokens
+
+        def skip(module, queries, keys, s0, s1):
+            b, p = queries.shape[:2]
+            shape = (b, p, iou_pred.shape[-1], 4 * hw[0], 4 * hw[1])
+            return jnp.zeros(shape, jnp.float32), jnp.zeros_like(queries[:, :, 2:])
+
+        wanted = jnp.any(iou_pred > floor[..., None])
+        masks, mask_tokens = nn.cond(wanted, make, skip, self, queries, keys, s0, s1)
+        return masks, iou_pred, object_score_logits, mask_tokens
+
+    def _upscale(self, keys, hyper_in, s0, s1, hw):
+        """keys (B, P, h * w, C), hyper_in (B, P, M, C/8) and the high-resolution features s0, s1 (B, 1, ...) as
+        ``__call__`` lays them out (subpixel order for "subpixel") -> mask logits (B, P, M, 4h, 4w)."""
+        if self.implementation.upscaling == "subpixel":
+            # (B, P, HW, 2, 2, C/4), then (B, P, HW, 2, 2, 2, 2, C/8)
+            x = gelu(self.upscale_layer_norm(self.upscale_conv1.subpixel(keys) + s1.astype(self.dtype)))
+            x = gelu(self.upscale_conv2.subpixel(x) + s0.astype(self.dtype))
+            return from_subpixels(einsum_f32("bpnuvstc,bpmc->bpnuvstm", x, hyper_in), *hw)
+        x = keys.reshape(*keys.shape[:2], *hw, keys.shape[-1])
+        x = gelu(self.upscale_layer_norm(self.upscale_conv1(x) + s1.astype(self.dtype)))
+        x = gelu(self.upscale_conv2(x) + s0.astype(self.dtype))
+        return einsum_f32("bphwc,bpmc->bpmhw", x, hyper_in)
 
     def _dynamic_multimask_via_stability(self, masks: jax.Array, iou_pred: jax.Array):
         c = self.config
