@@ -31,14 +31,13 @@ and the host's ``mask_records.stats`` up to float32 rounding.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..modeling.sam2_model import sparse_token_mask
+from ..modeling.sam2_model import _with_precision, sparse_token_mask
 from . import mask_records as records
 
 
@@ -62,19 +61,18 @@ class Survivors:
     boxes: np.ndarray | None = None
 
 
+@_with_precision
 def _masks_above(module, features, image_pe, points, labels, prompt_mask, floor):
     """(bound ``Sam2Model``) single-point prompts -> masks (1, P, M, 4h, 4w), zeros where no score of the
     prompt's chunk passes its floor (1, P), and iou_scores (1, P, M); under the model's matmul precision.
     One point a prompt leaves no point to mask out but those of padding prompts, whose answers are dropped, so
     no token mask is applied (the same answers for real prompts, without masking the attention logits)."""
-    precision = module.precision
-    with contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision):
-        sparse, dense = module.prompt_encoder(points, labels, None, None)
-        token_mask = None if points.shape[2] == 1 else sparse_token_mask(prompt_mask, sparse, False)
-        masks, iou, _, _ = module.mask_decoder(
-            features[-1], image_pe, sparse, dense, features[:-1], True, token_mask=token_mask, mask_floor=floor
-        )
-        return masks.astype(jnp.float32), iou.astype(jnp.float32)
+    sparse, dense = module.prompt_encoder(points, labels, None, None)
+    token_mask = None if points.shape[2] == 1 else sparse_token_mask(prompt_mask, sparse, False)
+    masks, iou, _, _ = module.mask_decoder(
+        features[-1], image_pe, sparse, dense, features[:-1], True, token_mask=token_mask, mask_floor=floor
+    )
+    return masks.astype(jnp.float32), iou.astype(jnp.float32)
 
 
 def decode_survivors(model, params, image_pe, features, points, labels, prompt_mask, n_valid, iou_thresh):

@@ -242,17 +242,11 @@ class MaskDecoder(nn.Module):
         (per token, so it may serve a subset of the tokens) for the object-score and IoU tokens of every prompt,
         and for the mask tokens, the hypernetworks and the upscaling only if a returned score passes its floor
         (a ``cond``: one branch runs). Mask tokens and masks are zeros where they are not made."""
-        t = self.transformer
         pe, s0, s1 = shared
-        pe = pe.astype(self.dtype)
-        queries, keys = tokens, src
-        for i, block in enumerate(t.layers):  # ``TwoWayTransformer.__call__`` without its final attention
-            queries, keys = block(queries, keys, tokens, pe, token_mask, image_side=image_side if i == 0 else None)
+        queries, keys = self.transformer.blocks(tokens, src, pe, token_mask, image_side)
 
         def final(module, sel, queries, keys):
-            q = queries[:, :, sel]
-            attn = module.transformer.final_attn_token_to_image(q + tokens[:, :, sel], keys + pe, keys)
-            return module.transformer.layer_norm_final_attn(q + attn)
+            return module.transformer.final_attention(queries[:, :, sel], keys, tokens[:, :, sel], pe)
 
         heads = final(self, slice(0, 2), queries, keys)
         object_score_logits = self.pred_obj_score_head(heads[:, :, 0].astype(jnp.float32))

@@ -114,6 +114,23 @@ class TwoWayTransformer(nn.Module):
         # the keys; ``image_side`` then holds layer 0's projections of it, computed once (``image_side()``)
         if target_embedding is not None:  # see the module docstring: the tokens' PE changes too
             point_embeddings = point_embeddings + target_embedding.astype(self.dtype)
+        queries, keys = self.blocks(
+            point_embeddings, image_embeddings, image_pe, token_mask, image_side, attention_similarity, target_embedding
+        )
+        return self.final_attention(queries, keys, point_embeddings, image_pe), keys
+
+    def blocks(
+        self,
+        point_embeddings,
+        image_embeddings,
+        image_pe,
+        token_mask=None,
+        image_side=None,
+        attention_similarity=None,
+        target_embedding=None,
+    ):
+        """``__call__`` without the final attention: (queries, keys) after the two-way blocks, with
+        ``point_embeddings`` already holding ``target_embedding`` when it is given."""
         queries, keys = point_embeddings, image_embeddings
         image_pe = image_pe.astype(self.dtype)
         for i, block in enumerate(self.layers):
@@ -129,6 +146,11 @@ class TwoWayTransformer(nn.Module):
                 attention_similarity=attention_similarity,
             )
             self.sow("intermediates", f"layer_{i}", (queries, keys))
-        q, k = queries + point_embeddings, keys + image_pe
-        queries = self.layer_norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
         return queries, keys
+
+    def final_attention(self, queries, keys, point_embeddings, image_pe):
+        """The final token-to-image attention and its norm. Each token attends on its own, so ``queries`` and
+        ``point_embeddings`` (B, P, T', C) may be any subset of the tokens (the mask decoder's ``mask_floor``)."""
+        image_pe = image_pe.astype(self.dtype)
+        attn = self.final_attn_token_to_image(queries + point_embeddings, keys + image_pe, keys)
+        return self.layer_norm_final_attn(queries + attn)
