@@ -3,18 +3,19 @@ arrays (``iou_preds`` (K,), ``points`` (K, 2), ``stability_score`` (K,), ``boxes
 (K, 4), ``rles`` a list of K dicts), and the full-resolution work done on them on the device.
 
 ``take(data, idx)`` / ``cat(parts)`` select and join records. ``stats(logits (K, h, w), size, threshold, offset)``
-upsamples low-res logits to ``size`` = (H, W) under jit, ``CHUNK`` masks at a time (bounds memory to CHUNK x H x W
-float32; one compile per size, the last chunk padded), and returns stability scores (K,) (NaN for a mask empty at
+upsamples low-res logits to ``size`` = (H, W) under jit, ``CHUNK`` masks at a time (one compile per size, the
+last chunk padded), and returns stability scores (K,) (NaN for a mask empty at
 the low threshold, as the official score) and xyxy boxes (K, 4) int64. ``encode_rles(logits, size, crop_box,
 orig_size, threshold)`` binarises the upsampled masks, places them in the image frame and run-length encodes them
 (column-major, from a transposed mask so that no copy is needed). ``stats_of`` is ``stats``' traceable core (the
 device-side batches of ``mask_survivors`` use it), ``postprocess_small_regions`` the generator's static method,
 ``to_records(data, output_mode)`` the records ``generate`` returns.
 
-Two upsamplings on purpose (the same numbers up to one float32 ulp; 8 masks to 1200 x 1800 on a 2-core CPU):
-``encode_rles`` gathers the two taps per pixel (``upsample_bilinear_taps``, fused with the threshold: 19 ms against
-128 ms for the matrix form); ``stats`` keeps the matrix form (``upsample_bilinear``, ~170 ms), since XLA's CPU
-reductions over the gathered form were slower in one compiled call (~470 ms; three calls apart ~110 ms).
+Neither stores the full-resolution logits (8 masks to 1200 x 1800 on a 2-core CPU): ``encode_rles`` gathers the
+two taps per pixel (``upsample_bilinear_taps``, fused with the threshold: 19 ms against 128 ms for the matrix
+form); ``stats`` counts and boxes the taps grouped by source pixel (``mask_stats.stability_and_boxes``: 35 ms
+against ~150 ms for thresholding the matrix form). Both give the numbers of thresholding
+``upsample_bilinear_taps``' output.
 """
 
 from __future__ import annotations
@@ -28,15 +29,15 @@ import numpy as np
 from ..processing import boxes as box_ops
 from ..processing import rle
 from ..processing.components import remove_small_regions
-from ..processing.masks import stability_score, upsample_bilinear, upsample_bilinear_taps
+from ..processing.mask_stats import stability_and_boxes
+from ..processing.masks import upsample_bilinear_taps
 
 CHUNK = 8  # masks upsampled at once
 
 
 def stats_of(logits, size, mask_threshold, offset):
     """(K, h, w) logits -> stability scores (K,) and xyxy boxes (K, 4) at ``size``, in jax.numpy (traceable)."""
-    full = upsample_bilinear(logits, size)
-    return stability_score(full, mask_threshold, offset, float("nan")), box_ops.mask_to_box(full > mask_threshold)
+    return stability_and_boxes(logits, size, mask_threshold, offset, float("nan"))
 
 
 _stats = jax.jit(stats_of, static_argnames=("size",))
