@@ -18,7 +18,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
-from conftest import TRUCK_JPG
+from conftest import TRUCK_JPG, rel_l2
 from PIL import Image
 
 from sam2_jax.frontends import mask_records as records
@@ -66,9 +66,15 @@ class StubPredictor:
 
     def __init__(self):
         self.batches = self.split_batches = 0
+        self.encoder_calls = []  # images per encoder call
 
     def embed_image(self, image):
+        self.encoder_calls.append(1)
         return ImageEmbedding((), (image.shape[:2],))
+
+    def embed_images(self, images):
+        self.encoder_calls.append(len(images))
+        return [ImageEmbedding((), (im.shape[:2],)) for im in images]
 
     def predict_batched(self, points, labels, boxes=None, mask_input=None, *, multimask_output, embedding, pad_to):
         self.batches += mask_input is None
@@ -183,9 +189,11 @@ def test_stub_decoder_matches_official(case, scipy_components):
     image = np.zeros((*hw, 3), np.uint8)
     ref = official_stub_generator(**kwargs).generate(image)
     stub = StubPredictor()
-    gen = Sam2AutomaticMaskGenerator(predictor=stub, **kwargs)
+    gen = Sam2AutomaticMaskGenerator(predictor=stub, crop_batch=4, **kwargs)
     ours = gen.generate(image)
     assert stub.split_batches == (stub.batches if gen._split() else 0)  # scores first, masks where one passes
+    layers = kwargs.get("crop_n_layers", 0)
+    assert stub.encoder_calls == [1] + [4] * sum(4**k // 4 for k in range(1, layers + 1))  # crop_batch 4
     assert len(ref) > 1, "the case should keep several masks"
     assert len(ours) == len(ref)
     for a, b in zip(ref, ours, strict=True):
@@ -428,15 +436,38 @@ def test_truck_crops_m2m_small_regions(small_predictor, truck_small, monkeypatch
     crop, so the layer-1 crops' masks all touch an inner crop edge and are dropped; which crops were embedded,
     and the edge rule for whatever survives, are checked here; the stub tests compare surviving crop masks."""
     hw = truck_small.shape[:2]
-    seen = []
-    embed_image = small_predictor.embed_image
-    monkeypatch.setattr(small_predictor, "embed_image", lambda im: (seen.append(im.copy()), embed_image(im))[1])
-    cropped = _generator(small_predictor, crop_n_layers=1, box_nms_thresh=1.0, crop_nms_thresh=1.0).generate(
-        truck_small
-    )
+    seen, calls = [], []
+    embed_image, embed_images = small_predictor.embed_image, small_predictor.embed_images
+
+    def one(im):
+        seen.append(im.copy())
+        calls.append(1)
+        return embed_image(im)
+
+    def several(ims):
+        seen.extend(im.copy() for im in ims)
+        calls.append(len(ims))
+        return embed_images(ims)
+
+    monkeypatch.setattr(small_predictor, "embed_image", one)
+    monkeypatch.setattr(small_predictor, "embed_images", several)
+    gen = _generator(small_predictor, crop_n_layers=1, box_nms_thresh=1.0, crop_nms_thresh=1.0, crop_batch=4)
+    cropped = gen.generate(truck_small)
+    gen.crop_batch = 1
+    one_by_one = gen.generate(truck_small)
     monkeypatch.undo()
     boxes, _ = crops.generate_crop_boxes(hw, 1, 512 / 1500)
-    assert len(seen) == 5
+    assert calls == [1, 4] + [1] * 5  # the four layer-1 crops in one encoder call, then one by one
+    seen = seen[:5]
+    for batched, crop in zip(embed_images(seen[1:]), seen[1:], strict=True):  # a batch equals one at a time
+        single = embed_image(crop)
+        assert batched.original_sizes == single.original_sizes == (crop.shape[:2],)
+        for fb, fs in zip(batched.features, single.features, strict=True):
+            assert fb.shape == fs.shape and rel_l2(fb, fs) < 1e-5
+    assert len(one_by_one) == len(cropped)
+    for a, b in zip(cropped, one_by_one, strict=True):  # the same records up to the batched encoder's rounding
+        assert a["crop_box"] == b["crop_box"] and a["point_coords"] == b["point_coords"]
+        assert abs(a["predicted_iou"] - b["predicted_iou"]) < 1e-4
     for im, (x0, y0, x1, y1) in zip(seen, boxes, strict=True):
         np.testing.assert_array_equal(im, truck_small[y0:y1, x0:x1])
     check_records(cropped, hw)
@@ -476,6 +507,8 @@ def test_argument_errors(small_predictor):
         )
     with pytest.raises(ValueError, match="either model and params, or a predictor"):
         Sam2AutomaticMaskGenerator()
+    with pytest.raises(ValueError, match="crop_batch must be at least 1"):
+        Sam2AutomaticMaskGenerator(predictor=small_predictor, crop_batch=0)
     gen = _generator(small_predictor)
     with pytest.raises(ValueError, match="RGB"):
         gen.generate(np.zeros((10, 10), np.uint8))
@@ -627,3 +660,22 @@ def test_split_decoding_compiles_once(small_ref, truck_small):
     with count_compiles() as c:
         every = _generator(predictor, pred_iou_thresh=1e-6, box_nms_thresh=1.0).generate(image[::-1].copy())
     assert c.n == 0 and len(every) == 36 * 3
+
+
+def test_crops_go_through_the_encoder_one_by_one_on_cpu_by_default():
+    """``default_crop_batch``: batching crops is slower on CPU (the batch's activations leave the cache), so
+    the default embeds them one by one there and 4 to a call elsewhere; an explicit ``crop_batch`` wins."""
+    import jax
+
+    from sam2_jax.frontends.automatic_mask_generator import default_crop_batch
+
+    assert default_crop_batch() == (1 if jax.default_backend() == "cpu" else 4)
+    kwargs = dict(points_per_side=4, pred_iou_thresh=0.3, stability_score_thresh=0.5, crop_n_layers=1)
+    image = np.zeros((300, 450, 3), np.uint8)  # crop sizes of the "crops1" case
+    calls = {}
+    for crop_batch in (None, 3):
+        stub = StubPredictor()
+        Sam2AutomaticMaskGenerator(predictor=stub, crop_batch=crop_batch, **kwargs).generate(image)
+        calls[crop_batch] = stub.encoder_calls
+    assert calls[None] == [1] + [default_crop_batch()] * (4 // default_crop_batch())
+    assert calls[3] == [1, 3, 1]  # a layer's crops in groups of 3, never across layers

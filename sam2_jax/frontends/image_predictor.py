@@ -137,6 +137,17 @@ class Sam2ImagePredictor(PromptDecoding):
         inputs = self.processor(images=image)
         return self.embed_pixel_values(inputs["pixel_values"], inputs["original_sizes"])
 
+    def embed_images(self, images: Sequence) -> list[ImageEmbedding]:
+        """Run the encoder once on several images (each resized to the model's square input, so any sizes mix)
+        and return one single-image embedding per image, storing nothing (thread-safe). The encoder compiles
+        once per number of images."""
+        inputs = self.processor(images=list(images))
+        batch = self.embed_pixel_values(inputs["pixel_values"], inputs["original_sizes"])
+        return [
+            ImageEmbedding(tuple(f[i : i + 1] for f in batch.features), (hw,))
+            for i, hw in enumerate(batch.original_sizes)
+        ]
+
     def embed_pixel_values(self, pixel_values: np.ndarray, original_sizes) -> ImageEmbedding:
         """Run the encoder on already normalised (B, 1024, 1024, 3) pixels; ``original_sizes`` (B, 2) as
         (height, width). Stores nothing (thread-safe)."""
