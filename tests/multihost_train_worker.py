@@ -25,7 +25,6 @@ def run(data: str, held: str, out: str, devices=None) -> dict:
     from reference import random_params, tiny_test_config
 
     from sam2_jax import Sam2Model
-    from sam2_jax.cli.finetune import config_at
     from sam2_jax.training.data import SegmentationDataset
     from sam2_jax.training.trainer import Trainer
 
@@ -34,7 +33,7 @@ def run(data: str, held: str, out: str, devices=None) -> dict:
     backbone = dataclasses.replace(vision.backbone_config, blocks_per_stage=(1, 1, 2, 1), global_attention_blocks=(3,))
     decoder = dataclasses.replace(tiny.mask_decoder_config, num_hidden_layers=1)
     vision = dataclasses.replace(vision, backbone_config=backbone)
-    config = config_at(dataclasses.replace(tiny, vision_config=vision, mask_decoder_config=decoder), IMAGE)
+    config = dataclasses.replace(tiny, vision_config=vision, mask_decoder_config=decoder).at_image_size(IMAGE)
     params = random_params(config, seed=0, score_shift=2.0, video=False)
     model = Sam2Model(config, implementation="reference")
     hparams = dict(trainable="decoder", lr=3e-3, steps=STEPS, warmup=1, weight_decay=0.01, batch_size=BATCH, seed=2)

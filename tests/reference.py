@@ -188,26 +188,9 @@ def tracking_test_config() -> Sam2Config:
 
 def official_config_at(image_size: int, size: str = "tiny") -> Sam2Config:
     """Our config of the official ``size`` architecture run at ``image_size`` px (``official_video_predictor``)."""
-    import dataclasses
-
     from sam2_jax import get_config
 
-    cfg = get_config(f"facebook/sam2.1-hiera-{size.replace('_', '-')}")
-    grid = image_size // 16
-    vc = cfg.vision_config
-    vision = dataclasses.replace(
-        vc,
-        backbone_config=dataclasses.replace(vc.backbone_config, image_size=(image_size, image_size)),
-        backbone_feature_sizes=((grid * 4, grid * 4), (grid * 2, grid * 2), (grid, grid)),
-    )
-    return dataclasses.replace(
-        cfg,
-        vision_config=vision,
-        prompt_encoder_config=dataclasses.replace(cfg.prompt_encoder_config, image_size=image_size),
-        video_config=dataclasses.replace(
-            cfg.video_config, image_size=image_size, memory_attention_rope_feat_sizes=(grid, grid)
-        ),
-    )
+    return get_config(f"facebook/sam2.1-hiera-{size.replace('_', '-')}").at_image_size(image_size)
 
 
 def official_video_predictor(image_size: int = 1024, seed: int = 11, score_shift: float = 1.0):

@@ -229,3 +229,31 @@ def test_registry_and_errors():
         get_config("tiny").vision_config.fpn_hidden_size = 3  # frozen
     with pytest.raises(dataclasses.FrozenInstanceError):
         get_config("tiny").video_config.num_maskmem = 3
+
+
+def test_at_image_size_moves_every_size_and_no_param_shape():
+    import jax
+    import jax.numpy as jnp
+
+    from sam2_jax import Sam2Model
+
+    full = get_config("facebook/sam2.1-hiera-tiny")
+    assert full.at_image_size(1024) is full
+    small = full.at_image_size(512)
+    assert small.prompt_encoder_config.image_size == small.video_config.image_size == 512
+    assert small.vision_config.backbone_config.image_size == (512, 512)
+    assert small.vision_config.backbone_feature_sizes == ((128, 128), (64, 64), (32, 32))
+    assert small.video_config.memory_attention_rope_feat_sizes == (32, 32)
+    small.check_video()  # the video model accepts it
+    assert small.at_image_size(1024) == full
+
+    def shapes(cfg):
+        size = cfg.prompt_encoder_config.image_size
+        x = jnp.zeros((1, size, size, 3))
+        tree = jax.eval_shape(lambda: Sam2Model(cfg).init(jax.random.PRNGKey(0), x, method="get_image_embeddings"))
+        return jax.tree_util.tree_map(lambda a: a.shape, tree)
+
+    assert shapes(small) == shapes(full.at_image_size(256))  # the params of one checkpoint fit any size
+    for bad in (100, 0, -16):
+        with pytest.raises(ValueError, match="multiple of 16"):
+            full.at_image_size(bad)

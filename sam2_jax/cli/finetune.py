@@ -84,53 +84,6 @@ def fingerprint(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-class Subset:
-    """Some examples of a dataset (the held-out split), with the methods the DataLoader uses."""
-
-    def __init__(self, dataset, indices):
-        self.dataset, self.indices = dataset, [int(i) for i in indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        return self.dataset[self.indices[i]]
-
-    def load(self, i: int, select=None):
-        return self.dataset.load(self.indices[i], select)
-
-    def size(self, i: int):
-        return self.dataset.size(self.indices[i])
-
-    def image_path(self, i: int):
-        return self.dataset.image_path(self.indices[i])
-
-
-def config_at(config, size: int):
-    """``config`` run at ``size`` px (the param shapes do not depend on it)."""
-    import dataclasses
-
-    if size == config.prompt_encoder_config.image_size:
-        return config
-    if size % 16:
-        raise ValueError(f"--image-size must be a multiple of 16, got {size}")
-    grid, vc = size // 16, config.vision_config
-    vision = dataclasses.replace(
-        vc,
-        backbone_config=dataclasses.replace(vc.backbone_config, image_size=(size, size)),
-        backbone_feature_sizes=((grid * 4, grid * 4), (grid * 2, grid * 2), (grid, grid)),
-    )
-    changes = {
-        "vision_config": vision,
-        "prompt_encoder_config": dataclasses.replace(config.prompt_encoder_config, image_size=size),
-    }
-    if getattr(config, "video_config", None) is not None:
-        changes["video_config"] = dataclasses.replace(
-            config.video_config, image_size=size, memory_attention_rope_feat_sizes=(grid, grid)
-        )
-    return dataclasses.replace(config, **changes)
-
-
 def _check_numbers(args) -> None:
     for flag, value, low in (
         ("--steps", args.steps, 1),
@@ -145,6 +98,8 @@ def _check_numbers(args) -> None:
     ):
         if value is not None and value < low:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
+    if args.image_size is not None and args.image_size % 16:
+        raise ValueError(f"--image-size must be a multiple of 16, got {args.image_size}")
     if not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     if not 0 <= args.eval_fraction < 1:
@@ -214,7 +169,7 @@ def _run(args) -> int:
 
     from ..checkpoints import load_params
     from ..modeling.sam2_model import Sam2Model
-    from ..training.data import SegmentationDataset
+    from ..training.data import SegmentationDataset, Subset
     from ..training.loader import DataLoader
     from ..training.trainer import Trainer
     from ..utils.atomic import atomic_write
@@ -242,7 +197,7 @@ def _run(args) -> int:
 
     config, full = load_params(args.model)
     size = args.image_size or config.prompt_encoder_config.image_size
-    config = config_at(config, size)
+    config = config.at_image_size(size)
     mask_size = args.mask_size or size // 4
     model = Sam2Model(config)
     run_args = {

@@ -48,6 +48,29 @@ class Sam2Config(_ConfigBase):
         if v.memory_attention_rope_feat_sizes != (grid, grid):
             raise ValueError(f"video_config.memory_attention_rope_feat_sizes must be the {grid}x{grid} embedding grid")
 
+    def at_image_size(self, size: int) -> Sam2Config:
+        """This model run at ``size`` x ``size`` px input (a multiple of 16): the backbone's image size and
+        feature grids (size / 4, / 8, / 16), the prompt encoder's and the video memory's sizes. The parameter
+        shapes do not depend on it, so a checkpoint's params load into either."""
+        if size == self.prompt_encoder_config.image_size:
+            return self
+        if size < 16 or size % 16:
+            raise ValueError(f"image size must be a positive multiple of 16, got {size}")
+        grid, vc = size // 16, self.vision_config
+        vision = dataclasses.replace(
+            vc,
+            backbone_config=dataclasses.replace(vc.backbone_config, image_size=(size, size)),
+            backbone_feature_sizes=((grid * 4, grid * 4), (grid * 2, grid * 2), (grid, grid)),
+        )
+        return dataclasses.replace(
+            self,
+            vision_config=vision,
+            prompt_encoder_config=dataclasses.replace(self.prompt_encoder_config, image_size=size),
+            video_config=dataclasses.replace(
+                self.video_config, image_size=size, memory_attention_rope_feat_sizes=(grid, grid)
+            ),
+        )
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sam2Config:
         """Read a transformers ``config.json`` (``sam2`` or ``sam2_video``) or our own ``to_dict`` output."""

@@ -11,6 +11,7 @@ Layouts (``<name>`` an image file's stem; images .jpg .jpeg .png .bmp .webp .tif
   dataset[i] -> Example(name, image (H, W, 3) uint8, masks (K, H, W) bool), K >= 1; len(dataset); names;
         skipped: [(file, reason)]; report() -> a one-line summary; image_path(i); size(i) -> (H, W);
         load(i, select) -> Example with only the objects ``select(K) -> indices`` picks (decodes only those)
+  Subset(dataset, indices) -> some of a dataset's examples, with the same methods
   header_size(path) -> (H, W) upright, from the file's header
 
 Bad input. Errors (``ValueError`` naming the file), all found at construction from file names, JSON and image
@@ -42,7 +43,7 @@ from ..processing.images import open_upright, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LABEL_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L", "1")
-__all__ = ["Example", "SegmentationDataset", "header_size"]
+__all__ = ["Example", "SegmentationDataset", "Subset", "header_size"]
 
 
 @dataclass
@@ -225,3 +226,26 @@ class SegmentationDataset:
         reasons = collections.Counter(reason for _, reason in self.skipped)
         detail = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none"
         return f"{len(self)} images from {self.source}; skipped: {detail}"
+
+
+class Subset:
+    """Some examples of a dataset (e.g. a held-out split) as a dataset: ``len``, ``[i]``, ``load``, ``size`` and
+    ``image_path`` (what ``DataLoader`` and ``Trainer.evaluate`` use), index i meaning ``dataset[indices[i]]``."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+    def load(self, i: int, select=None):
+        return self.dataset.load(self.indices[i], select)
+
+    def size(self, i: int):
+        return self.dataset.size(self.indices[i])
+
+    def image_path(self, i: int):
+        return self.dataset.image_path(self.indices[i])
