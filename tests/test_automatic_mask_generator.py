@@ -68,10 +68,6 @@ class StubPredictor:
         self.batches = self.split_batches = 0
         self.encoder_calls = []  # images per encoder call
 
-    def embed_image(self, image):
-        self.encoder_calls.append(1)
-        return ImageEmbedding((), (image.shape[:2],))
-
     def embed_images(self, images):
         self.encoder_calls.append(len(images))
         return [ImageEmbedding((), (im.shape[:2],)) for im in images]
@@ -439,17 +435,11 @@ def test_truck_crops_m2m_small_regions(small_predictor, truck_small, monkeypatch
     seen, calls = [], []
     embed_image, embed_images = small_predictor.embed_image, small_predictor.embed_images
 
-    def one(im):
-        seen.append(im.copy())
-        calls.append(1)
-        return embed_image(im)
-
     def several(ims):
         seen.extend(im.copy() for im in ims)
         calls.append(len(ims))
         return embed_images(ims)
 
-    monkeypatch.setattr(small_predictor, "embed_image", one)
     monkeypatch.setattr(small_predictor, "embed_images", several)
     gen = _generator(small_predictor, crop_n_layers=1, box_nms_thresh=1.0, crop_nms_thresh=1.0, crop_batch=4)
     cropped = gen.generate(truck_small)

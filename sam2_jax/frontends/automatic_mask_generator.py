@@ -84,7 +84,7 @@ class Sam2AutomaticMaskGenerator:
     ``crop_batch`` crops of a crop layer go through the encoder at once (default ``default_crop_batch()``; 1: one
     by one; the records are the same up to float32 rounding of the batched encoder).
     Thread-safe: ``generate`` and ``__call__`` keep their state in the call (the predictor is used only through
-    its stateless ``embed_image`` / ``predict_batched``), so threads may share one generator.
+    its stateless ``embed_images`` / ``predict_batched`` / ``predict_survivors``), so threads may share one generator.
     """
 
     def __init__(
@@ -236,11 +236,7 @@ class Sam2AutomaticMaskGenerator:
                 stop += 1
             group = crop_boxes[start:stop]
             cropped = [np.ascontiguousarray(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in group]
-            if len(cropped) == 1:
-                embeddings = [self.predictor.embed_image(cropped[0])]
-            else:
-                embeddings = self.predictor.embed_images(cropped)
-            yield from zip(embeddings, group, layer_idxs[start:stop], strict=True)
+            yield from zip(self.predictor.embed_images(cropped), group, layer_idxs[start:stop], strict=True)
             start = stop
 
     def _process_crop(self, embedding, crop_box, layer_idx, orig_size, bar, points_per_batch) -> dict[str, Any]:
@@ -249,7 +245,7 @@ class Sam2AutomaticMaskGenerator:
 
         def one(start):
             batch = points[start : start + points_per_batch]
-            out = self._process_batch(batch, embedding, crop_box, orig_size, points_per_batch)
+            out = batch_records(self, batch, embedding, crop_box, orig_size, points_per_batch)
             bar.update(1)
             return out
 
@@ -272,9 +268,6 @@ class Sam2AutomaticMaskGenerator:
         """Whether a batch skips the masks of prompts whose IoU scores all miss ``pred_iou_thresh``
         (``predict_survivors``): not with m2m, which refines every mask, nor for one stability-checked mask."""
         return self.pred_iou_thresh > 0.0 and not self.use_m2m and self.multimask_output
-
-    def _process_batch(self, points, embedding, crop_box, orig_size, points_per_batch) -> dict[str, Any]:
-        return batch_records(self, points, embedding, crop_box, orig_size, points_per_batch)
 
 
 def _as_image(image) -> np.ndarray:

@@ -5,6 +5,7 @@ Shapes (N, M boxes, H x W pixels; boxes are ``x0, y0, x1, y1`` unless named ``xy
   box_xyxy_to_xywh(boxes (..., 4))             -> (..., 4)
   batched_mask_to_box(masks (..., H, W) bool)  -> (..., 4) int64, [0, 0, 0, 0] for an empty mask (NumPy in,
                                                   NumPy out; ``mask_to_box`` is the same in jax.numpy, for jit)
+  occupied_span(occupied, index, axis)         -> first and last occupied index (a box's two edges)
   box_iou(boxes1 (N, 4), boxes2 (M, 4))        -> (N, M) float32
   nms / batched_nms(boxes (N, 4), scores (N,), [categories (N,)], iou_threshold) -> kept indices, best first
 
@@ -24,20 +25,22 @@ def box_xyxy_to_xywh(boxes) -> np.ndarray:
     return out
 
 
+def occupied_span(occupied, index, axis=-1):
+    """First and last ``index`` where ``occupied`` holds, reduced over ``axis`` (an int or a tuple), in jax.numpy;
+    0 and 0 where nothing is occupied (the official empty box). ``index`` broadcasts against ``occupied``."""
+    any_ = jnp.any(occupied, axis=axis)
+    first = jnp.min(jnp.where(occupied, index, np.iinfo(np.int32).max), axis=axis)
+    last = jnp.max(jnp.where(occupied, index, -1), axis=axis)
+    return jnp.where(any_, first, 0), jnp.where(any_, last, 0)
+
+
 def mask_to_box(masks):
     """Tight xyxy boxes (inclusive pixel indices) of masks (..., H, W), in jax.numpy (works under jit);
     [0, 0, 0, 0] for an empty mask (the official convention)."""
     masks = jnp.asarray(masks, bool)
-
-    def first_last(any_along):
-        n = any_along.shape[-1]
-        idx = jnp.arange(n)
-        empty = ~jnp.any(any_along, axis=-1)
-        first = jnp.min(jnp.where(any_along, idx, n), axis=-1)
-        last = jnp.max(jnp.where(any_along, idx, -1), axis=-1)
-        return jnp.where(empty, 0, first), jnp.where(empty, 0, last)
-
-    (x0, x1), (y0, y1) = first_last(jnp.any(masks, axis=-2)), first_last(jnp.any(masks, axis=-1))
+    h, w = masks.shape[-2:]
+    x0, x1 = occupied_span(jnp.any(masks, axis=-2), jnp.arange(w))
+    y0, y1 = occupied_span(jnp.any(masks, axis=-1), jnp.arange(h))
     return jnp.stack([x0, y0, x1, y1], axis=-1)
 
 

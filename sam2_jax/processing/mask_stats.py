@@ -1,7 +1,7 @@
 """Stability scores and boxes of bilinearly upsampled mask logits, without gathers or full-size products.
 
   grouped_taps(n_in, n_out)  -> ``GroupedTaps``: ``interpolation_taps`` laid out as (n_in + 1, S) slots
-  upsample_grouped(x (..., h, w), (H, W)) -> (..., h + 1, Sh, w + 1, Sw) padded full-size logits (+ validity)
+  upsample_grouped(x (..., h, w), (H, W)) -> (..., h + 1, Sh, w + 1, Sw) full-size logits in slots, NaN in padding
   stability_and_boxes(x (..., h, w), (H, W), threshold, offset, empty_value)
                              -> stability (...) float32, xyxy boxes (..., 4) int32 at (H, W)
 
@@ -14,7 +14,8 @@ numbers); the matrix form (``masks.upsample_bilinear``) spends h + w multiply-ad
 Here the outputs of one axis are grouped by their first tap: group g (g = 0 .. n_in) holds the outputs whose taps
 are ``x_ext[g], x_ext[g + 1]`` of the input with its first and last row repeated (``x_ext = [x0, x0, ..., x_last,
 x_last]``; group 0 takes the outputs torch clamps to the first pixel, with weights 1, 0), in S slots (the most
-outputs any group has, padding marked invalid). Both passes are then shifted slices and broadcasts:
+outputs any group has; padding slots have NaN weights, so they pass no threshold). Both passes are then shifted
+slices and broadcasts:
 
   columns  t[..., r, g, j] = w0[g, j] * x_ext[..., r, g] + w1[g, j] * x_ext[..., r, g + 1]   ((..., h, G, S) small)
   rows     u[..., g, j, c] = v0[g, j] * t_ext[..., g, c] + v1[g, j] * t_ext[..., g + 1, c]  (never stored)
@@ -35,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .boxes import occupied_span
 from .masks import interpolation_taps
 
 
@@ -90,15 +92,6 @@ def upsample_grouped(x, size: tuple[int, int]):
     return row_pass(t)
 
 
-def _first_last(occupied, index):
-    """occupied (..., G, S) bool, index (G, S) output indices -> first and last occupied output index (...),
-    0 and 0 where none is (the official empty box)."""
-    any_ = jnp.any(occupied, axis=(-2, -1))
-    first = jnp.min(jnp.where(occupied, index, np.iinfo(np.int32).max), axis=(-2, -1))
-    last = jnp.max(jnp.where(occupied, index, -1), axis=(-2, -1))
-    return jnp.where(any_, first, 0), jnp.where(any_, last, 0)
-
-
 def _count(per_slot_sums, shift: int):
     """(..., Gh, Gw, Sw) uint8 per-group counts (4 bits from ``shift``, or all 8) -> (...) int32 totals: summed
     over the groups in uint16 (at most 255 * (h + 1) per column), then over columns in int32."""
@@ -135,6 +128,6 @@ def stability_and_boxes(x, size: tuple[int, int], threshold, offset, empty_value
     in_rows = jnp.any(row_pass(t) > thr, axis=(-2, -1))
     inter, union = inter.astype(jnp.float32), union.astype(jnp.float32)
     stability = jnp.where(union > 0, inter / jnp.maximum(union, 1.0), jnp.float32(empty_value))
-    y0, y1 = _first_last(in_rows, jnp.asarray(rows.index))
-    x0, x1 = _first_last(in_columns, jnp.asarray(cols.index))
+    y0, y1 = occupied_span(in_rows, jnp.asarray(rows.index), axis=(-2, -1))
+    x0, x1 = occupied_span(in_columns, jnp.asarray(cols.index), axis=(-2, -1))
     return stability, jnp.stack([x0, y0, x1, y1], axis=-1).astype(jnp.int32)
