@@ -38,6 +38,7 @@ embedding is local to the call), so one generator may serve several threads at o
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -162,8 +163,9 @@ class Sam2AutomaticMaskGenerator:
         return cls(model, params, **kwargs)
 
     # ---- public ------------------------------------------------------------------------------------------------
-    def generate(self, image, progress: bool = False) -> list[dict[str, Any]]:
-        """Mask records for an (H, W, 3) RGB image (uint8 array, or a PIL image); see the module docstring."""
+    def generate(self, image, progress: bool | Callable[[int, int], None] = False) -> list[dict[str, Any]]:
+        """Mask records for an (H, W, 3) RGB image (uint8 array, or a PIL image); see the module docstring.
+        ``progress``: True for a tqdm bar, or a callable ``(batches done, batches in all)`` called as they end."""
         image = _as_image(image)
         data = self._generate_masks(image, progress, self.points_per_batch)
         return records.to_records(data, self.output_mode)
@@ -208,7 +210,7 @@ class Sam2AutomaticMaskGenerator:
         return records.postprocess_small_regions(data, min_area, nms_thresh)
 
     # ---- internals ---------------------------------------------------------------------------------------------
-    def _generate_masks(self, image: np.ndarray, progress: bool, points_per_batch: int | None = None) -> dict[str, Any]:
+    def _generate_masks(self, image: np.ndarray, progress, points_per_batch: int | None = None) -> dict[str, Any]:
         points_per_batch = points_per_batch or self.points_per_batch
         orig_size = image.shape[:2]
         crop_boxes, layer_idxs = crops.generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)

@@ -210,9 +210,8 @@ class Sam2ImagePredictor(PromptDecoding):
         self._require_image()
         if len(self._orig_hw) > 1:
             raise RuntimeError(f"{len(self._orig_hw)} images are set: use predict_batch, or set_image for one")
-        return self._predict_one(
+        return self.predict_embedded(
             self._embedding,
-            0,
             point_coords,
             point_labels,
             box,
@@ -247,9 +246,8 @@ class Sam2ImagePredictor(PromptDecoding):
             return seq[i]
 
         for i in range(n):
-            res = self._predict_one(
+            res = self.predict_embedded(
                 self._embedding,
-                i,
                 item(point_coords_batch, i, "point_coords_batch"),
                 item(point_labels_batch, i, "point_labels_batch"),
                 item(box_batch, i, "box_batch"),
@@ -257,6 +255,7 @@ class Sam2ImagePredictor(PromptDecoding):
                 multimask_output,
                 return_logits,
                 normalize_coords,
+                image_index=i,
             )
             for acc, r in zip(outs, res, strict=True):
                 acc.append(r)

@@ -4,7 +4,7 @@
 everything that decodes prompts against an ``ImageEmbedding`` passed in (nothing stored): padding prompts to their
 bucket once (``_prompt_args``), the jitted decoder call (``_decode_prompts``), the full-size post-processing
 (``postprocess_masks``, on the device), the automatic mask generator's batch forms ``predict_batched`` and
-``predict_survivors``, and ``_predict_one``, which ``predict``, ``predict_batch`` and ``warm_up`` share. Shapes
+``predict_survivors``, and ``predict_embedded``, which ``predict``, ``predict_batch`` and ``warm_up`` share. Shapes
 are given in each method's docstring and in ``image_predictor``'s module docstring. The predictor supplies
 ``params``, ``image_size``, ``mask_threshold``, ``max_hole_area``, ``max_sprinkle_area`` and the jitted
 ``_decode`` / ``_survivors`` / ``_image_pe``.
@@ -36,7 +36,25 @@ class ImageEmbedding:
 class PromptDecoding:
     """Mixin of ``Sam2ImagePredictor``: see the module docstring."""
 
-    def _predict_one(self, emb, img_idx, points, labels, box, mask_input, multimask_output, return_logits, normalize):
+    def predict_embedded(
+        self,
+        embedding: ImageEmbedding,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input=None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+        image_index: int = 0,
+    ):
+        """``predict`` against an ``ImageEmbedding`` passed in (image ``image_index`` of it) instead of the one
+        stored by ``set_image``: the same arguments, checks and (masks, scores, low-res logits); nothing stored,
+        so threads may call it with embeddings of their own (the annotation server keeps one per photo)."""
+        emb, img_idx, normalize = embedding, image_index, normalize_coords
+        points, labels = point_coords, point_labels
+        if not 0 <= img_idx < len(emb.original_sizes):
+            raise ValueError(f"image_index {img_idx} is outside the {len(emb.original_sizes)} embedded images")
         low_res_dev, scores, n = self._decode_prompts(
             points, labels, box, mask_input, multimask_output, emb, img_idx, normalize, None
         )

@@ -7,7 +7,7 @@ on its size and on the prompts' shapes, so it can run while the encoder runs.
 
   warm_up(predictor, original_size (H, W), predict_args, background) -> Future | None
 
-runs ``predict``'s own path (``Sam2ImagePredictor._predict_one``) once on a zero embedding whose shapes and dtypes
+runs ``predict``'s own path (``Sam2ImagePredictor.predict_embedded``) once on a zero embedding whose shapes and dtypes
 are the encoder's (``jax.eval_shape``, nothing is encoded), with ``predict_args`` = (point_coords, point_labels,
 box, mask_input, multimask_output, return_logits, normalize_coords) as ``predict`` takes them. The same functions,
 shapes and devices as the real call, so that call finds them compiled (``tests/test_warm_up.py`` counts the
@@ -31,7 +31,7 @@ def _run(predictor, original_size: tuple[int, int], predict_args: tuple) -> None
     pixels = jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32)
     shapes = jax.eval_shape(predictor._encode, predictor.params, pixels)
     embedding = ImageEmbedding(tuple(jnp.zeros(x.shape, x.dtype) for x in shapes), (original_size,))
-    predictor._predict_one(embedding, 0, *predict_args)
+    predictor.predict_embedded(embedding, *predict_args)
 
 
 def warm_up(predictor, original_size: tuple[int, int], predict_args: tuple, background: bool) -> Future | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 
@@ -24,8 +26,26 @@ class NoProgress:
         self.close()
 
 
-def progress_bar(total: int | None, enabled: bool = True, desc: str | None = None, unit: str = "it") -> Any:
-    """A tqdm bar over ``total`` steps when ``enabled``, else a ``NoProgress``."""
+class CallbackProgress(NoProgress):
+    """Calls ``callback(done, total)`` at the start and after every ``update`` (a server's progress report)."""
+
+    def __init__(self, total: int | None, callback: Callable[[int, int | None], None]):
+        self.total, self.done, self.callback = total, 0, callback
+        self._lock = threading.Lock()  # batches may end in several threads
+        callback(0, total)
+
+    def update(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += n
+            done = self.done
+        self.callback(done, self.total)
+
+
+def progress_bar(total: int | None, enabled: Any = True, desc: str | None = None, unit: str = "it") -> Any:
+    """A tqdm bar over ``total`` steps when ``enabled`` is True, a ``CallbackProgress`` when it is a callable
+    ``(done, total) -> None``, else a ``NoProgress``."""
+    if callable(enabled):
+        return CallbackProgress(total, enabled)
     if not enabled:
         return NoProgress()
     from tqdm import tqdm
