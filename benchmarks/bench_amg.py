@@ -39,7 +39,7 @@ def _run_one(args) -> dict:
     image = Image.open(args.image).convert("RGB")
     thresholds = dict(pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh)
     if args.only == "sam2-jax":
-        from sam2_jax.frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
+        from sam2_jax.frontends.image.automatic_mask_generator import Sam2AutomaticMaskGenerator
 
         gen = Sam2AutomaticMaskGenerator.from_pretrained(
             args.checkpoint, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch, **thresholds

@@ -95,7 +95,7 @@ def _run_one(args) -> None:
     else:
         import jax.numpy as jnp
 
-        from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+        from sam2_jax.frontends.image.image_predictor import Sam2ImagePredictor
         from sam2_jax.modeling.mixed_precision import cpu_bf16_mode
 
         predictor = Sam2ImagePredictor.from_pretrained(args.checkpoint, dtype=jnp.dtype(args.dtype))

@@ -114,7 +114,7 @@ def frame_gaps(iterable, skip: int) -> list[float]:
 
 def time_ours(checkpoint, size, dtype, objects, frames, skip, config_fn, frame_size):
     """{objects: list of per-frame seconds} for ours; also the predictor (for the FLOP counts)."""
-    from sam2_jax.frontends.video_predictor import Sam2VideoPredictor
+    from sam2_jax.frontends.video.predictor import Sam2VideoPredictor
 
     pred = Sam2VideoPredictor.from_pretrained(
         checkpoint, config=config_fn(size), fill_hole_area=0, keep_history=False, dtype=dtype
@@ -330,7 +330,7 @@ def memory_child(args) -> None:
         if args.only_memory == "ours":
             from reference import official_config_at
 
-            from sam2_jax.frontends.video_predictor import Sam2VideoPredictor
+            from sam2_jax.frontends.video.predictor import Sam2VideoPredictor
 
             pred = Sam2VideoPredictor.from_pretrained(
                 args.checkpoint, config=official_config_at(size), fill_hole_area=0, keep_history=False

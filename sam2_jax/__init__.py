@@ -12,20 +12,20 @@ from .config import (
     VisionConfig,
     get_config,
 )
-from .frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
-from .frontends.image_predictor import Sam2ImagePredictor
-from .frontends.streaming import StreamSummary, segment_stream
-from .frontends.video_batch import VideoBatchTracker
-from .frontends.video_predictor import Sam2VideoPredictor
-from .frontends.video_session import Sam2VideoSessionModel
-from .frontends.video_session_state import Sam2VideoInferenceSession, Sam2VideoSegmentationOutput
-from .frontends.visualize import overlay
+from .frontends.image.automatic_mask_generator import Sam2AutomaticMaskGenerator
+from .frontends.image.image_predictor import Sam2ImagePredictor
+from .frontends.image.streaming import StreamSummary, segment_stream
+from .frontends.image.visualize import overlay
+from .frontends.video.batch import VideoBatchTracker
+from .frontends.video.predictor import Sam2VideoPredictor
+from .frontends.video.session import Sam2VideoSessionModel
 from .modeling.implementation import Implementation
 from .modeling.sam2_model import Sam2ImageSegmentationOutput, Sam2Model, init_params, param_shapes
 from .modeling.sam2_video_model import Sam2VideoModel
 from .processing.processor import Sam2Processor
-from .processing.video_frames import VideoFrames
-from .processing.video_processor import Sam2VideoProcessor
+from .processing.video.frames import VideoFrames
+from .processing.video.processor import Sam2VideoProcessor
+from .tracking.session_state import Sam2VideoInferenceSession, Sam2VideoSegmentationOutput
 
 __all__ = [
     "CHECKPOINTS",

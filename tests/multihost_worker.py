@@ -20,7 +20,7 @@ def main():
     from reference import random_params, tiny_test_config
 
     from sam2_jax import Sam2Model
-    from sam2_jax.frontends.batch_segmenter import BatchSegmenter
+    from sam2_jax.frontends.image.batch_segmenter import BatchSegmenter
 
     config = tiny_test_config()
     params = random_params(config, seed=0, video=False)

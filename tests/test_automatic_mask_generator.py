@@ -21,10 +21,10 @@ import torch
 from conftest import TRUCK_JPG, rel_l2
 from PIL import Image
 
-from sam2_jax.frontends import mask_records as records
-from sam2_jax.frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
-from sam2_jax.frontends.image_predictor import ImageEmbedding
-from sam2_jax.frontends.mask_survivors import Survivors
+from sam2_jax.frontends.image import mask_records as records
+from sam2_jax.frontends.image.automatic_mask_generator import Sam2AutomaticMaskGenerator
+from sam2_jax.frontends.image.image_predictor import ImageEmbedding
+from sam2_jax.frontends.image.mask_survivors import Survivors
 from sam2_jax.processing import boxes as box_ops
 from sam2_jax.processing import crops, prompts, rle
 
@@ -261,7 +261,7 @@ def _match_by_point(ref, ours):
 @pytest.fixture(scope="module")
 def official_pair(official_tiny, official_converted):
     import sam2_jax
-    from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+    from sam2_jax.frontends.image.image_predictor import Sam2ImagePredictor
 
     model, params = sam2_jax.load(official_converted)
     return official_tiny[0], Sam2ImagePredictor(model, params), official_tiny[2]
@@ -308,7 +308,7 @@ def truck_small(truck):
 
 @pytest.fixture(scope="module")
 def small_predictor(small_ref):
-    from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+    from sam2_jax.frontends.image.image_predictor import Sam2ImagePredictor
 
     return Sam2ImagePredictor(small_ref.model, small_ref.params)
 
@@ -600,7 +600,7 @@ def test_split_decoding_matches_unsplit(small_ref, truck_small, monkeypatch, imp
     decides per point, "reference" per batch). Also with hole filling (stability and boxes then on the host,
     after the filling), a stability threshold and crops."""
     from sam2_jax import Sam2Model
-    from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+    from sam2_jax.frontends.image.image_predictor import Sam2ImagePredictor
 
     predictor = Sam2ImagePredictor(Sam2Model(small_ref.config, implementation=implementation), small_ref.params)
     best = _grid_scores(predictor, truck_small, 6).max(axis=1)
@@ -636,8 +636,8 @@ def test_split_decoding_compiles_once(small_ref, truck_small):
     survives: no masks, some, or every point's; a second image of the same size compiles nothing."""
     from compile_count import count_compiles, jit_compiles
 
-    from sam2_jax.frontends import mask_survivors
-    from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+    from sam2_jax.frontends.image import mask_survivors
+    from sam2_jax.frontends.image.image_predictor import Sam2ImagePredictor
 
     predictor = Sam2ImagePredictor(small_ref.model, small_ref.params)
     image = np.asarray(Image.fromarray(truck_small).resize((470, 330)))  # a size no other test uses
@@ -657,7 +657,7 @@ def test_crops_go_through_the_encoder_one_by_one_on_cpu_by_default():
     the default embeds them one by one there and 4 to a call elsewhere; an explicit ``crop_batch`` wins."""
     import jax
 
-    from sam2_jax.frontends.automatic_mask_generator import default_crop_batch
+    from sam2_jax.frontends.image.automatic_mask_generator import default_crop_batch
 
     assert default_crop_batch() == (1 if jax.default_backend() == "cpu" else 4)
     kwargs = dict(points_per_side=4, pred_iou_thresh=0.3, stability_score_thresh=0.5, crop_n_layers=1)

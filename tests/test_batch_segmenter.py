@@ -8,7 +8,7 @@ import pytest
 from compile_count import count_compiles
 from conftest import assert_rel_close
 
-from sam2_jax.frontends.batch_segmenter import BatchSegmenter
+from sam2_jax.frontends.image.batch_segmenter import BatchSegmenter
 
 
 def params_replicated(segmenter: BatchSegmenter) -> bool:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from sam2_jax.cli import main
 from sam2_jax.cli import track as track_cli
-from sam2_jax.frontends.video_predictor import Sam2VideoPredictor
+from sam2_jax.frontends.video.predictor import Sam2VideoPredictor
 
 BEDROOM = pathlib.Path(__file__).parent / "data" / "videos" / "bedroom"
 W, H = 480, 270  # the bedroom frames at half size: a cheaper test
@@ -108,7 +108,7 @@ def test_track_video_file_kill_and_resume(model_dir, video, tmp_path, monkeypatc
     monkeypatch.setattr(common, "save_png", killing_save)
     with pytest.raises(Killed):
         main([*argv, "--out", str(out)])
-    from sam2_jax.frontends.video_checkpoint import load_tracking_state
+    from sam2_jax.frontends.video.checkpoint import load_tracking_state
 
     saved = load_tracking_state(out / "track_state.npz")
     assert saved.info["frames_done"] == 4 and saved.info["next_chunk"] == 1  # the first chunk's state
@@ -216,9 +216,10 @@ def test_refuses_a_foreign_directory(video, tmp_path, capsys):
 def test_checkpoint_round_trip(tmp_path):
     import ml_dtypes
 
-    from sam2_jax.frontends.video_checkpoint import load_tracking_state, save_tracking_state
-    from sam2_jax.frontends.video_state import FrameRecord, ObjectTrack, VideoInferenceState
-    from sam2_jax.processing.video_frames import VideoFrames
+    from sam2_jax.frontends.video.checkpoint import load_tracking_state, save_tracking_state
+    from sam2_jax.frontends.video.state import VideoInferenceState
+    from sam2_jax.processing.video.frames import VideoFrames
+    from sam2_jax.tracking.records import FrameRecord, ObjectTrack
 
     rng = np.random.default_rng(0)
     state = VideoInferenceState(VideoFrames.from_array(np.zeros((5, 4, 4, 3), np.uint8), image_size=4))

@@ -140,19 +140,19 @@ def test_fine_tuned_params_round_trip_through_pt(official_converted, tmp_path):
 def test_official_names_follow_the_rename_chain():
     """Where two names rename to one key, the one taking the specific rule is chosen (``norm1`` over
     ``layer_norm1``, ``out_proj`` over ``o_proj``), and the inverse renames back through every rule applied."""
-    from sam2_jax.checkpoints.export import _official_key
+    from sam2_jax.checkpoints.export import official_key
 
     assert (
-        _official_key("vision_encoder.backbone.blocks.0.layer_norm1.weight")
+        official_key("vision_encoder.backbone.blocks.0.layer_norm1.weight")
         == "image_encoder.trunk.blocks.0.norm1.weight"
     )
     assert (
-        _official_key("mask_decoder.transformer.layers.0.self_attn.o_proj.weight")
+        official_key("mask_decoder.transformer.layers.0.self_attn.o_proj.weight")
         == "sam_mask_decoder.transformer.layers.0.self_attn.out_proj.weight"
     )
-    assert _official_key("memory_encoder.memory_fuser.layers.1.scale") == "memory_encoder.fuser.layers.1.gamma"
+    assert official_key("memory_encoder.memory_fuser.layers.1.scale") == "memory_encoder.fuser.layers.1.gamma"
     with pytest.raises(CheckpointError, match="no official key"):
-        _official_key("not.a.sam2.key")
+        official_key("not.a.sam2.key")
 
 
 def test_params_that_do_not_fit_the_model_are_refused(small_ref, tmp_path):

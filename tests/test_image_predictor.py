@@ -12,7 +12,7 @@ from conftest import assert_rel_close, rel_l2
 from PIL import Image
 
 import sam2_jax
-from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+from sam2_jax.frontends.image.image_predictor import Sam2ImagePredictor
 from sam2_jax.processing.prompts import PROMPT_BUCKETS, bucket
 
 
@@ -273,8 +273,8 @@ def test_device_post_processing_equals_host_path(ours, threshold):
 
 def test_device_post_processing_compiles_per_size_and_chunk(ours):
     """One compile per original size and prompt chunk: new box counts made of known chunks do not recompile."""
-    from sam2_jax.frontends.image_predictor import ImageEmbedding
-    from sam2_jax.processing.masks import _rows_jit  # the compiled pass that sees the output size
+    from sam2_jax.frontends.image.image_predictor import ImageEmbedding
+    from sam2_jax.processing.masks import rows_jit  # the compiled pass that sees the output size
 
     size = (601, 901)  # a size no other test uses: its compiles start from zero
     fresh = Sam2ImagePredictor(ours.model, ours.params)
@@ -283,14 +283,14 @@ def test_device_post_processing_compiles_per_size_and_chunk(ours):
     def boxes(n):
         return dict(box=np.array([[10.0, 20.0, 400.0, 500.0]] * n), multimask_output=False)
 
-    start = jit_compiles(_rows_jit)
+    start = jit_compiles(rows_jit)
     fresh.predict(**boxes(5))  # chunks 4 + 1
-    assert jit_compiles(_rows_jit) == start + 2
+    assert jit_compiles(rows_jit) == start + 2
     for n in (2, 3, 6, 8):
         fresh.predict(**boxes(n))
-    assert jit_compiles(_rows_jit) == start + 2
+    assert jit_compiles(rows_jit) == start + 2
     fresh.predict(**boxes(16))
-    assert jit_compiles(_rows_jit) == start + 3
+    assert jit_compiles(rows_jit) == start + 3
     masks, scores, low = fresh.predict(**boxes(6))
     assert masks.shape == (6, 1, *size) and scores.shape == (6, 1) and low.shape == (6, 1, 256, 256)
     assert masks.dtype == np.bool_ and (masks == masks[:1]).all()

@@ -37,11 +37,11 @@ def test_mode_follows_environment_and_cpu_flags(fresh_mode):
         mp.cpu_bf16_mode()
     mp.cpu_bf16_mode.cache_clear()
     fresh_mode.delenv(mp.ENV)
-    fresh_mode.setattr(mp, "_cpu_flags", lambda: {"avx2", "fma"})  # a CPU without bf16 instructions
+    fresh_mode.setattr(mp, "cpu_flags", lambda: {"avx2", "fma"})  # a CPU without bf16 instructions
     assert mp.cpu_bf16_mode() == "upcast"
     mp.cpu_bf16_mode.cache_clear()
-    fresh_mode.setattr(mp, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    fresh_mode.setattr(mp, "_probe", lambda: False)  # flags present, but XLA refuses the mixed product
+    fresh_mode.setattr(mp, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    fresh_mode.setattr(mp, "probe_bf16", lambda: False)  # flags present, but XLA refuses the mixed product
     assert mp.cpu_bf16_mode() == "upcast"
 
 
@@ -49,8 +49,8 @@ def test_this_machine_detection_is_consistent(fresh_mode):
     """Whatever the CPU, "native" is only chosen where the mixed product really runs."""
     fresh_mode.delenv(mp.ENV, raising=False)
     mode = mp.cpu_bf16_mode()
-    print(f"[bf16] this CPU: {mode}; flags {sorted({'avx512_bf16', 'amx_bf16'} & mp._cpu_flags())}")
-    assert mode == ("native" if {"avx512_bf16", "amx_bf16"} & mp._cpu_flags() and mp._probe() else "upcast")
+    print(f"[bf16] this CPU: {mode}; flags {sorted({'avx512_bf16', 'amx_bf16'} & mp.cpu_flags())}")
+    assert mode == ("native" if {"avx512_bf16", "amx_bf16"} & mp.cpu_flags() and mp.probe_bf16() else "upcast")
 
 
 def test_float32_is_untouched():

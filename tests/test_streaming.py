@@ -16,8 +16,8 @@ import pytest
 from compile_count import jit_compiles
 from PIL import Image
 
-from sam2_jax.frontends.batch_segmenter import BatchSegmenter
-from sam2_jax.frontends.streaming import read_png_scores, segment_stream
+from sam2_jax.frontends.image.batch_segmenter import BatchSegmenter
+from sam2_jax.frontends.image.streaming import read_png_scores, segment_stream
 from sam2_jax.processing.processor import Sam2Processor
 from sam2_jax.processing.rle import rle_to_mask
 
@@ -174,8 +174,8 @@ import json, sys, time
 import jax
 jax.config.update("jax_default_matmul_precision", "highest")
 import sam2_jax
-from sam2_jax.frontends.batch_segmenter import BatchSegmenter
-from sam2_jax.frontends.streaming import segment_stream
+from sam2_jax.frontends.image.batch_segmenter import BatchSegmenter
+from sam2_jax.frontends.image.streaming import segment_stream
 
 ckpt, images, prompts_file, out = sys.argv[1:]
 model, params = sam2_jax.load(ckpt)

@@ -58,7 +58,7 @@ def test_damaged_file_is_rebuilt(compile_cache_dir):
     path.write_text('[["mask_decoder/iou_token/embedding", [1, 32')  # cut short
     validation.expected_shapes.cache_clear()
     assert _as_rows(validation.expected_shapes(config, False)) == _as_rows(traced)
-    assert _as_rows(validation._read_shapes(path)) == _as_rows(traced)  # rewritten whole
+    assert _as_rows(validation.read_shapes(path)) == _as_rows(traced)  # rewritten whole
 
 
 def test_check_tree_names_every_problem_with_a_stored_tree(compile_cache_dir):
@@ -78,6 +78,6 @@ def test_off_without_the_compile_cache(tmp_path):
     previous = jax.config.jax_compilation_cache_dir
     try:
         jax.config.update("jax_compilation_cache_dir", None)
-        assert validation._stored_shapes_file(tiny_test_config(), False) is None
+        assert validation.stored_shapes_file(tiny_test_config(), False) is None
     finally:
         jax.config.update("jax_compilation_cache_dir", previous)

@@ -23,8 +23,8 @@ import pytest
 from compile_count import count_compiles, jit_compiles
 from PIL import Image
 
-from sam2_jax.frontends.video_batch import VideoBatchTracker
-from sam2_jax.frontends.video_predictor import Sam2VideoPredictor
+from sam2_jax.frontends.video.batch import VideoBatchTracker
+from sam2_jax.frontends.video.predictor import Sam2VideoPredictor
 from sam2_jax.modeling.sam2_video_model import NO_OBJECT_SCORE
 
 BEDROOM = pathlib.Path(__file__).parent / "data" / "videos" / "bedroom"

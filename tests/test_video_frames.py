@@ -1,4 +1,4 @@
-"""``sam2_jax.processing.video_frames.VideoFrames`` against the official ``load_video_frames`` on the bundled
+"""``sam2_jax.processing.video.frames.VideoFrames`` against the official ``load_video_frames`` on the bundled
 bedroom frames (tests/data/videos/bedroom, 48 frames of 960x540), ordering, laziness, the LRU cache and the errors.
 """
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sam2_jax.processing.video_frames import IMAGENET_MEAN, IMAGENET_STD, VideoFrames
+from sam2_jax.processing.video.frames import IMAGENET_MEAN, IMAGENET_STD, VideoFrames
 
 BEDROOM = pathlib.Path(__file__).parent / "data" / "videos" / "bedroom"
 
@@ -329,7 +329,7 @@ def test_video_file_frames(video_file):
 
 
 def test_video_file_random_access_equals_sequential(video_file):
-    from sam2_jax.processing.video_files import VideoFileReader
+    from sam2_jax.processing.video.files import VideoFileReader
 
     forward = VideoFileReader(video_file)
     sequential = [forward.frame(i) for i in range(12)]

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from reference import official_config_at, official_video_predictor
 
-from sam2_jax.frontends.video_predictor import Sam2VideoPredictor
+from sam2_jax.frontends.video.predictor import Sam2VideoPredictor
 from sam2_jax.modeling.sam2_video_model import NO_OBJECT_SCORE
 
 BEDROOM = pathlib.Path(__file__).parent / "data" / "videos" / "bedroom"

@@ -62,7 +62,8 @@ IOU_TOL = 0.99
 NO_OBJECT_SCORE = -1024.0
 
 
-def _video() -> np.ndarray:
+def read_video() -> np.ndarray:
+    """The test video's frames as (N, H, W, 3) uint8 (shared by the video processor and session tests)."""
     from PIL import Image
 
     paths = sorted(glob.glob(os.path.join(VIDEO_DIR, "*.jpg")))[::FRAME_STRIDE][:NUM_FRAMES]
@@ -143,8 +144,8 @@ def test_video_predictor_matches_transformers(transformers_model):
     import transformers
 
     import sam2_jax
-    from sam2_jax.frontends.video_predictor import Sam2VideoPredictor
-    from sam2_jax.processing.video_frames import VideoFrames
+    from sam2_jax.frontends.video.predictor import Sam2VideoPredictor
+    from sam2_jax.processing.video.frames import VideoFrames
 
     start = time.perf_counter()
     config, tm, path = transformers_model
@@ -154,7 +155,7 @@ def test_video_predictor_matches_transformers(transformers_model):
         image_processor=transformers.Sam2ImageProcessor(size=square),
         video_processor=transformers.Sam2VideoVideoProcessor(size=square),
     )
-    video = _video()
+    video = read_video()
     h, w = video.shape[1:3]
     session = processor.init_video_session(video=video, inference_device="cpu")
     assert (session.num_frames, int(session.video_height), int(session.video_width)) == (NUM_FRAMES, h, w)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from test_video_predictor_transformers import _video
+from test_video_predictor_transformers import read_video
 
-from sam2_jax.processing.video_processor import Sam2VideoProcessor, resize_like_torchvision
+from sam2_jax.processing.video.processor import Sam2VideoProcessor, resize_like_torchvision
 
 SIZE = 256
 
@@ -27,7 +27,7 @@ def processors():
 
 def test_pixels_equal_transformers(processors):
     theirs, ours = processors
-    video = _video()[:4]
+    video = read_video()[:4]
     h, w = video.shape[1:3]
     ts = theirs.init_video_session(video=video, inference_device="cpu")
     expected = np.stack([ts.processed_frames[i].permute(1, 2, 0).numpy() for i in range(len(video))])
@@ -56,7 +56,7 @@ def _stored(ts, obj_id, t):
 
 def test_prompts_stored_as_transformers(processors):
     theirs, ours = processors
-    video = _video()[:3]
+    video = read_video()[:3]
     ts = theirs.init_video_session(video=video, inference_device="cpu")
     s = ours.init_video_session(video=video)
     calls = [

@@ -27,7 +27,7 @@ import copy
 import numpy as np
 import pytest
 from compile_count import count_compiles, jit_compiles
-from test_video_predictor_transformers import NUM_FRAMES, SCORE_SHIFT, SEED, Comparison, _video
+from test_video_predictor_transformers import NUM_FRAMES, SCORE_SHIFT, SEED, Comparison, read_video
 
 REL_L2_TOL = 1e-4
 IOU_TOL = 0.99
@@ -44,8 +44,8 @@ def setup(tmp_path_factory):
     import transformers
     from reference import build_transformers_model, tracking_test_config
 
-    from sam2_jax.frontends.video_session import Sam2VideoSessionModel
-    from sam2_jax.processing.video_processor import Sam2VideoProcessor
+    from sam2_jax.frontends.video.session import Sam2VideoSessionModel
+    from sam2_jax.processing.video.processor import Sam2VideoProcessor
 
     config = tracking_test_config()
     tm = build_transformers_model(config, seed=SEED, video=True)
@@ -101,10 +101,10 @@ def video_sessions(setup):
     """Both sides' sessions over the same 12 frames (ours reads transformers' processed pixels)."""
     import torch
 
-    from sam2_jax.processing.video_frames import VideoFrames
+    from sam2_jax.processing.video.frames import VideoFrames
 
     tm, tproc, ours, oproc = setup
-    video = _video()
+    video = read_video()
     h, w = video.shape[1:3]
     tsess = tproc.init_video_session(video=video, inference_device="cpu")
     pixels = torch.stack([tsess.processed_frames[i] for i in range(NUM_FRAMES)]).permute(0, 2, 3, 1).numpy()
@@ -182,7 +182,7 @@ def _streamed_pixels(tproc, video):
 
 def test_example_4_streaming(setup):
     tm, tproc, ours, oproc = setup
-    video = _video()
+    video = read_video()
     h, w = video.shape[1:3]
     run = Run(setup, "4 streaming")
     frames, pixels = _streamed_pixels(tproc, video)
@@ -208,10 +208,10 @@ def test_live_frames_equal_whole_video_and_stay_flat(setup):
     """Ours vs ours: the same frames and click streamed, or given as a whole video (18 frames, so that both cap the
     object pointers at 16 as transformers does when streaming); then 60 streamed frames with flat state and no
     compile after the first frames."""
-    from sam2_jax.processing.video_frames import VideoFrames
+    from sam2_jax.processing.video.frames import VideoFrames
 
     tm, tproc, ours, oproc = setup
-    video = _video()
+    video = read_video()
     h, w = video.shape[1:3]
     _, pixels = _streamed_pixels(tproc, video)
     n = 18

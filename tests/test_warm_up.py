@@ -1,5 +1,5 @@
-"""``Sam2ImagePredictor.warm_up`` (``frontends/warm_up.py``): after it, ``predict`` compiles nothing and answers as
-without it; bad prompts fail as ``predict`` would."""
+"""``Sam2ImagePredictor.warm_up`` (``frontends/image/warm_up.py``): after it, ``predict`` compiles nothing and
+answers as without it; bad prompts fail as ``predict`` would."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from compile_count import count_compiles
 
-from sam2_jax.frontends.image_predictor import Sam2ImagePredictor
+from sam2_jax.frontends.image.image_predictor import Sam2ImagePredictor
 
 SIZE = (123, 187)  # an image size no other test uses, so that nothing is compiled for it beforehand
 

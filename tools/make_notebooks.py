@@ -188,7 +188,7 @@ print(jax.devices())""",
         (
             "code",
             """import sam2_jax
-from sam2_jax.frontends.batch_segmenter import BatchSegmenter
+from sam2_jax.frontends.image.batch_segmenter import BatchSegmenter
 model, params = sam2_jax.load(CHECKPOINT)
 processor = sam2_jax.Sam2Processor(image_size=model.config.prompt_encoder_config.image_size)
 images = [Image.open(f"{EXAMPLES}/{name}.jpg").convert("RGB") for name in ("truck", "groceries", "truck")]
@@ -475,6 +475,45 @@ try:
 except CheckpointError as e:
     print(str(e)[:500])""",
         ),
+    ],
+    "annotate.ipynb": [
+        (
+            "md",
+            "# Annotating photos by clicking\n\n`sam2_jax.app.show` starts the `sam2-jax annotate` server on a free "
+            "loopback port and shows its page here: click an object, accept the mask, and OUT gets a COCO "
+            "`annotations.json`, label PNGs in `masks/` and links in `images/` (what `sam2-jax finetune OUT` reads). "
+            "The same JSON API (`docs/annotate_api.md`) serves scripts.",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            """import tempfile
+import sam2_jax.app
+out = tempfile.mkdtemp()  # OUT: annotations.json, masks/, images/
+handle = sam2_jax.app.show("../examples", model=CHECKPOINT, out_dir=out)""",
+        ),
+        ("md", "The page calls the JSON API; a script can too. One click on the truck, and its best mask accepted:"),
+        (
+            "code",
+            """import json, pathlib, urllib.request
+
+
+def call(method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(handle.url.split("?")[0].rstrip("/") + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
+
+
+prediction = call("POST", "/api/predict", {"image": "truck.jpg", "points": [[500, 375]], "labels": [1]})
+print([round(m["score"], 3) for m in prediction["masks"]], "best:", prediction["best"])
+accepted = call("POST", "/api/annotations", {"image": "truck.jpg", "prediction": prediction["prediction"]})
+print("object", accepted["id"], "area", accepted["area"], "bbox", accepted["bbox"])
+sorted(str(p.relative_to(out)) for p in pathlib.Path(out).rglob("*") if not p.name.startswith("."))""",
+        ),
+        ("md", "Stop the server (it releases OUT's lock); the annotations stay in OUT."),
+        ("code", "handle.stop()"),
     ],
 }
 

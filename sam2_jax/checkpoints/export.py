@@ -37,9 +37,9 @@ from .key_mapping import (
     OFFICIAL_MERGES,
     OFFICIAL_RENAMES,
     TRANSFORMERS_RULES,
-    _flax_path,
-    _full,
     convert_state_dict,
+    flax_path,
+    full_pattern,
 )
 from .readers import CONFIG_FILE, TRANSFORMERS_WEIGHTS
 from .validation import check_params
@@ -66,7 +66,7 @@ def _inverse(transform: Callable[[np.ndarray], np.ndarray], ndim: int) -> Callab
 
 
 def _dotted_candidates(path: tuple[str, ...]) -> list[str]:
-    """Every source name whose ``_flax_path`` could be ``path``, preferred first: ``blocks_3`` as ``blocks.3`` (a
+    """Every source name whose ``flax_path`` could be ``path``, preferred first: ``blocks_3`` as ``blocks.3`` (a
     torch ModuleList) before the literal name; the leaf as ``weight`` where Flax renames it, or as itself (biases,
     parameters, layer scales)."""
     names = [""]
@@ -82,8 +82,8 @@ def _transformers_key(path: tuple[str, ...]) -> tuple[str, Callable[[np.ndarray]
     """The first candidate key that converts to ``path``, and the layout transform the converter applies to it."""
     for key in _dotted_candidates(path):
         for pattern, template, transform in TRANSFORMERS_RULES:
-            if _full(pattern).match(key):  # the first matching rule is the one the converter applies
-                if _flax_path(_full(pattern).sub(template, key)) == path:
+            if full_pattern(pattern).match(key):  # the first matching rule is the one the converter applies
+                if flax_path(full_pattern(pattern).sub(template, key)) == path:
                     return key, transform
                 break
     raise CheckpointError(f"{'/'.join(path)}: no transformers key converts to this leaf")
@@ -166,20 +166,20 @@ def _rename_chain(name: str) -> tuple[str, tuple[int, ...]]:
     """``official_to_transformers``' renaming of one key, and the indices of the rules that applied."""
     chain = []
     for i, (pattern, template) in enumerate(OFFICIAL_RENAMES):
-        if _full(pattern).match(name):
-            name = _full(pattern).sub(template, name)
+        if full_pattern(pattern).match(name):
+            name = full_pattern(pattern).sub(template, name)
             chain.append(i)
     return name, tuple(chain)
 
 
-def _official_key(key: str) -> str:
+def official_key(key: str) -> str:
     """The official name of a transformers key: the rules run backwards give the candidates; of those renaming
     forward to ``key``, the one whose chain of applied rule indices is lexicographically smallest."""
     candidates = {key}
     for pattern, template in reversed(OFFICIAL_RENAMES):
         regex, back = _inverse_rule(pattern, template)
         earlier = {m.expand(back) for c in candidates if (m := regex.match(c))}
-        candidates |= {c for c in earlier if _full(pattern).match(c)}
+        candidates |= {c for c in earlier if full_pattern(pattern).match(c)}
     chains = {c: chain for c in candidates for name, chain in [_rename_chain(c)] if chain and name == key}
     if not chains:
         raise CheckpointError(f"no official key renames to {key}")
@@ -202,7 +202,7 @@ def to_official_state_dict(params: Mapping, config: Sam2Config) -> dict[str, np.
                 raise CheckpointError(f"{', '.join(copies)} must be equal: the official model has one {src}")
             out[src] = values[0]
     for key, value in state.items():
-        out[_official_key(key)] = value
+        out[official_key(key)] = value
     _check_round_trip(out, flat, config, "official")
     return out
 

@@ -224,15 +224,17 @@ def _layout(name: str) -> Layout:
     return LAYOUTS[name]
 
 
-def _full(pattern: str) -> re.Pattern:  # compiled on use (re caches them), so the tables stay plain data
+def full_pattern(pattern: str) -> re.Pattern:  # compiled on use (re caches them), so the tables stay plain data
+    """A mapping rule's regex anchored to match a whole key (``^pattern$``)."""
     return re.compile(rf"^{pattern}$")
 
 
 def _matches_any(key: str, patterns) -> bool:
-    return any(_full(p).match(key) for p in patterns)
+    return any(full_pattern(p).match(key) for p in patterns)
 
 
-def _flax_path(dotted: str) -> tuple[str, ...]:
+def flax_path(dotted: str) -> tuple[str, ...]:
+    """A dotted transformers-layout name -> its Flax parameter path: ``blocks.3.attn`` -> ("blocks_3", "attn")."""
     return tuple(re.sub(r"\.(\d+)(?=\.|$)", r"_\1", dotted).split("."))
 
 
@@ -255,8 +257,8 @@ def official_to_transformers(state: Mapping[str, np.ndarray], unused: tuple[str,
             continue
         name, renamed = key, False
         for pattern, template in OFFICIAL_RENAMES:  # applied in order, like a sed script
-            if _full(pattern).match(name):
-                name, renamed = _full(pattern).sub(template, name), True
+            if full_pattern(pattern).match(name):
+                name, renamed = full_pattern(pattern).sub(template, name), True
         if renamed:
             out[name] = np.asarray(value)
         else:
@@ -272,10 +274,10 @@ def _map_transformers(state: Mapping[str, np.ndarray], unused: tuple[str, ...]) 
         if _matches_any(key, unused):
             continue
         for pattern, template, transform in TRANSFORMERS_RULES:
-            if _full(pattern).match(key):
+            if full_pattern(pattern).match(key):
                 value = np.asarray(value)
                 value = value if key.endswith(".bias") else transform(value)
-                path = _flax_path(_full(pattern).sub(template, key))
+                path = flax_path(full_pattern(pattern).sub(template, key))
                 if path in params:
                     unexpected.append(f"{key} (a second tensor for {'/'.join(path)})")
                 params[path] = np.ascontiguousarray(value)

@@ -31,10 +31,10 @@ __all__ = ["check_params", "check_tree", "expected_shapes"]
 @functools.lru_cache(maxsize=8)
 def expected_shapes(config: Sam2Config, video: bool) -> dict[tuple[str, ...], Any]:
     """Flat ``{path: ShapeDtypeStruct}`` of the video (``video``) or image model built from ``config``."""
-    stored = _stored_shapes_file(config, video)
+    stored = stored_shapes_file(config, video)
     if stored is not None and stored.is_file():
         try:
-            return _read_shapes(stored)
+            return read_shapes(stored)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable or damaged: build it again (and rewrite it)
     if video:  # deferred imports: building the model abstractly needs the modeling package
@@ -60,7 +60,7 @@ def _sources_digest() -> str:
     return digest.hexdigest()
 
 
-def _stored_shapes_file(config: Sam2Config, video: bool) -> Path | None:
+def stored_shapes_file(config: Sam2Config, video: bool) -> Path | None:
     """Where the tree for ``(config, video)`` is kept, or None while the persistent compilation cache is off."""
     import jax
 
@@ -71,7 +71,8 @@ def _stored_shapes_file(config: Sam2Config, video: bool) -> Path | None:
     return Path(cache).expanduser().parent / "sam2_jax_param_shapes" / f"{key}.json"
 
 
-def _read_shapes(path: Path) -> dict[tuple[str, ...], Any]:
+def read_shapes(path: Path) -> dict[tuple[str, ...], Any]:
+    """A stored param-shape tree (JSON rows of key, shape, dtype) -> ``{path: ShapeDtypeStruct}``."""
     import jax
 
     rows = json.loads(path.read_text())

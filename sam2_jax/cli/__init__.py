@@ -9,6 +9,8 @@
     sam2-jax export SRC OUT [--format transformers|pt] [--force]
     sam2-jax finetune DATA --model SRC --out OUT [--train decoder|prompt+decoder|all] [--steps N] \
         [--batch-size B] [--lr LR] [--coco FILE] [--eval-fraction F] [--seed S]
+    sam2-jax annotate DIR --model SRC --out OUT [--categories cat,dog] [--host 127.0.0.1] [--port 0] \
+        [--token T] [--cache-mb N] [--open]
 
 ``--model`` is anything ``sam2_jax.load`` accepts: a Hub id (default ``facebook/sam2.1-hiera-tiny``), a
 converted directory, a transformers directory or an original ``.pt``. Coordinates are in image pixels.
@@ -24,7 +26,8 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("segment", "generate", "track", "convert", "export", "finetune")  # modules of this package, in --help order
+# modules of this package, in --help order
+COMMANDS = ("segment", "generate", "track", "convert", "export", "finetune", "annotate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,8 +28,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..frontends.automatic_mask_generator import Sam2AutomaticMaskGenerator
-    from ..frontends.visualize import overlay
+    from ..frontends.image.automatic_mask_generator import Sam2AutomaticMaskGenerator
+    from ..frontends.image.visualize import overlay
 
     image = load_image(args.image)
     generator = Sam2AutomaticMaskGenerator.from_pretrained(

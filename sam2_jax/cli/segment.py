@@ -27,8 +27,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..frontends.image_predictor import Sam2ImagePredictor
-    from ..frontends.visualize import overlay
+    from ..frontends.image.image_predictor import Sam2ImagePredictor
+    from ..frontends.image.visualize import overlay
 
     image = load_image(args.image)
     labels = args.label or [1] * len(args.point or [])

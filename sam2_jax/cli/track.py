@@ -134,7 +134,7 @@ def labels_from_logits(masks: np.ndarray, obj_ids: list, dtype) -> np.ndarray:
 
 def _open_video(path: str, frames_arg):
     """The video at the model's size later: (base VideoFrames, start, end)."""
-    from ..processing.video_frames import VideoFrames
+    from ..processing.video.frames import VideoFrames
 
     base = VideoFrames.open(path, image_size=16)  # size unused: frames are re-read through ``image``
     n = base.num_frames
@@ -168,10 +168,10 @@ def _plan(last: int, p0: int, every: int):
 
 
 def run(args) -> int:
-    from ..frontends.video_checkpoint import load_tracking_state, save_tracking_state
-    from ..frontends.video_predictor import Sam2VideoPredictor
-    from ..frontends.visualize import overlay
-    from ..processing.video_frames import VideoFrames
+    from ..frontends.image.visualize import overlay
+    from ..frontends.video.checkpoint import load_tracking_state, save_tracking_state
+    from ..frontends.video.predictor import Sam2VideoPredictor
+    from ..processing.video.frames import VideoFrames
     from ..utils.progress import progress_bar
     from .common import save_png
 

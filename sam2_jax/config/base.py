@@ -7,26 +7,29 @@ import dataclasses
 from typing import Any
 
 
-def _tuple(value):
+def to_tuple(value):
+    """Lists (nested) -> tuples, so that a config loaded from JSON is hashable; other values unchanged."""
     if isinstance(value, (list, tuple)):
-        return tuple(_tuple(v) for v in value)
+        return tuple(to_tuple(v) for v in value)
     return value
 
 
-def _lists(value):
+def to_lists(value):
+    """Tuples (nested, also inside dicts) -> lists, for a JSON-ready dict; other values unchanged."""
     if isinstance(value, dict):
-        return {k: _lists(v) for k, v in value.items()}
+        return {k: to_lists(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_lists(v) for v in value]
+        return [to_lists(v) for v in value]
     return value
 
 
-def _pair(value) -> tuple[int, int]:
-    value = _tuple(value)
+def as_pair(value) -> tuple[int, int]:
+    """An int ``n`` -> ``(n, n)``; a pair (list or tuple) -> a tuple."""
+    value = to_tuple(value)
     return value if isinstance(value, tuple) else (value, value)
 
 
-class _ConfigBase:
+class ConfigBase:
     """Shared helpers: build from a dict of known fields, refuse unknown ones."""
 
     # transformers' PreTrainedConfig bookkeeping that carries no architecture information.
@@ -74,7 +77,7 @@ class _ConfigBase:
         unknown = sorted(k for k in data if k not in names and k not in cls._IGNORED_KEYS)
         if unknown:
             raise ValueError(f"{where}: unknown config keys {unknown}")
-        return {k: _tuple(v) for k, v in data.items() if k in names}
+        return {k: to_tuple(v) for k, v in data.items() if k in names}
 
     def to_dict(self) -> dict[str, Any]:
-        return _lists(dataclasses.asdict(self))
+        return to_lists(dataclasses.asdict(self))

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import _ConfigBase, _pair, _tuple
+from .base import ConfigBase, as_pair, to_tuple
 
 
 @dataclass(frozen=True)
-class HieraConfig(_ConfigBase):
+class HieraConfig(ConfigBase):
     """Hiera backbone (transformers ``Sam2HieraDetConfig``)."""
 
     hidden_size: int = 96
@@ -33,7 +33,7 @@ class HieraConfig(_ConfigBase):
 
     def __post_init__(self):
         for name in ("image_size", "patch_kernel_size", "patch_stride", "patch_padding", "query_stride"):
-            object.__setattr__(self, name, _pair(getattr(self, name)))
+            object.__setattr__(self, name, as_pair(getattr(self, name)))
         for name in (
             "window_positional_embedding_background_size",
             "blocks_per_stage",
@@ -42,7 +42,7 @@ class HieraConfig(_ConfigBase):
             "window_size_per_stage",
             "global_attention_blocks",
         ):
-            object.__setattr__(self, name, _tuple(getattr(self, name)))
+            object.__setattr__(self, name, to_tuple(getattr(self, name)))
         n = len(self.blocks_per_stage)
         for name in ("embed_dim_per_stage", "num_attention_heads_per_stage", "window_size_per_stage"):
             if len(getattr(self, name)) != n:
@@ -59,7 +59,7 @@ class HieraConfig(_ConfigBase):
 
 
 @dataclass(frozen=True)
-class VisionConfig(_ConfigBase):
+class VisionConfig(ConfigBase):
     """Image encoder: Hiera backbone plus FPN neck (transformers ``Sam2VisionConfig``)."""
 
     backbone_config: HieraConfig = field(default_factory=HieraConfig)
@@ -76,7 +76,7 @@ class VisionConfig(_ConfigBase):
 
     def __post_init__(self):
         for name in ("backbone_channel_list", "backbone_feature_sizes", "fpn_top_down_levels"):
-            object.__setattr__(self, name, _tuple(getattr(self, name)))
+            object.__setattr__(self, name, to_tuple(getattr(self, name)))
         if tuple(reversed(self.backbone_channel_list)) != self.backbone_config.embed_dim_per_stage:
             raise ValueError("VisionConfig.backbone_channel_list must be the backbone's stage widths, deepest first")
         if (self.fpn_kernel_size, self.fpn_stride, self.fpn_padding) != (1, 1, 0):
@@ -90,7 +90,7 @@ class VisionConfig(_ConfigBase):
 
 
 @dataclass(frozen=True)
-class PromptEncoderConfig(_ConfigBase):
+class PromptEncoderConfig(ConfigBase):
     """Prompt encoder (transformers ``Sam2PromptEncoderConfig``)."""
 
     hidden_size: int = 256
@@ -116,7 +116,7 @@ class PromptEncoderConfig(_ConfigBase):
 
 
 @dataclass(frozen=True)
-class MaskDecoderConfig(_ConfigBase):
+class MaskDecoderConfig(ConfigBase):
     """Mask decoder and its two-way transformer (transformers ``Sam2MaskDecoderConfig``)."""
 
     hidden_size: int = 256

@@ -8,13 +8,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import _ConfigBase, _lists
+from .base import ConfigBase, to_lists
 from .image import MaskDecoderConfig, PromptEncoderConfig, VisionConfig
 from .video import VideoConfig
 
 
 @dataclass(frozen=True)
-class Sam2Config(_ConfigBase):
+class Sam2Config(ConfigBase):
     """The SAM 2 image model: vision encoder, prompt encoder and mask decoder."""
 
     vision_config: VisionConfig = field(default_factory=VisionConfig)
@@ -97,7 +97,7 @@ class Sam2Config(_ConfigBase):
     def to_dict(self) -> dict[str, Any]:
         """A transformers-style ``config.json`` dict (lists, ``model_type`` on every sub-config, the video fields at
         the top level as in ``Sam2VideoConfig``)."""
-        out = _lists(dataclasses.asdict(self))
+        out = to_lists(dataclasses.asdict(self))
         del out["video_config"]
         out.update(self.video_config.to_dict())  # transformers keeps the video fields at the top level
         out["model_type"] = "sam2"

@@ -7,11 +7,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .base import _ConfigBase, _lists, _pair
+from .base import ConfigBase, as_pair, to_lists
 
 
 @dataclass(frozen=True)
-class VideoConfig(_ConfigBase):
+class VideoConfig(ConfigBase):
     """The video model's memory modules and tracking options (the top-level fields of transformers'
     ``Sam2VideoConfig``, same names), plus the official options transformers hard-codes.
 
@@ -79,7 +79,7 @@ class VideoConfig(_ConfigBase):
     )
 
     def __post_init__(self):
-        object.__setattr__(self, "memory_attention_rope_feat_sizes", _pair(self.memory_attention_rope_feat_sizes))
+        object.__setattr__(self, "memory_attention_rope_feat_sizes", as_pair(self.memory_attention_rope_feat_sizes))
         for name in (
             "memory_attention_feed_forward_hidden_act",
             "mask_downsampler_hidden_act",
@@ -145,6 +145,6 @@ class VideoConfig(_ConfigBase):
         return cls(**cls._known(data, "sam2_video config"))
 
     def to_dict(self) -> dict[str, Any]:
-        out = _lists(dataclasses.asdict(self))
+        out = to_lists(dataclasses.asdict(self))
         out["rope_parameters"] = {"rope_type": "axial", "rope_theta": out.pop("memory_attention_rope_theta")}
         return out

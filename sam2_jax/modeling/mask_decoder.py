@@ -23,7 +23,7 @@ Out:
   mask is the stability-checked one: if mask 0's stability (area above +delta / area above -delta) is below
   the threshold, the best of the three multimask outputs by predicted IoU replaces it.
 
-Masks only where they can be kept (``mask_floor``; the automatic mask generator, ``frontends.mask_survivors``):
+Masks only where they can be kept (``mask_floor``; the automatic mask generator, ``frontends.image.mask_survivors``):
 the scores do not need the mask upscaling (about a quarter of a prompt's FLOPs), nor the final token-to-image
 attention of the mask tokens (the attention is per token). So with a floor the transformer's final attention
 serves the two score tokens of every prompt, and the mask tokens' final attention, the hypernetworks and the

@@ -35,7 +35,8 @@ MODES = ("native", "upcast")
 __all__ = ["ENV", "cpu_bf16_mode", "dot_general", "einsum", "einsum_f32"]
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -46,7 +47,7 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _probe() -> bool:
+def probe_bf16() -> bool:
     """Whether XLA:CPU compiles and runs mixed bf16 x bf16 -> f32 products (a matrix and a batched one)."""
     try:
         with jax.ensure_compile_time_eval():  # called while a model is traced: run the probe, do not stage it
@@ -69,7 +70,7 @@ def cpu_bf16_mode() -> str:
         if forced not in MODES:
             raise ValueError(f"{ENV} must be one of {MODES}, got {forced!r}")
         return forced
-    if {"avx512_bf16", "amx_bf16"} & _cpu_flags() and _probe():
+    if {"avx512_bf16", "amx_bf16"} & cpu_flags() and probe_bf16():
         return "native"
     return "upcast"
 

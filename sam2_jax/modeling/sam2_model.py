@@ -59,7 +59,7 @@ class Sam2ImageSegmentationOutput:
     vision_hidden_states: tuple[jax.Array, ...] | None = None  # every Hiera block, with output_hidden_states
 
 
-def _with_precision(method):
+def with_precision(method):
     """Run a model method under the model's matmul precision (it takes effect while tracing)."""
 
     @functools.wraps(method)
@@ -108,12 +108,12 @@ class Sam2Model(nn.Module):
             "no_memory_embedding", nn.initializers.zeros, (1, 1, c.vision_config.fpn_hidden_size)
         )
 
-    @_with_precision
+    @with_precision
     def get_image_wide_positional_embeddings(self) -> jax.Array:
         """(1, 64, 64, C) positional encoding of the embedding grid at cell centres."""
         return self.shared_image_embedding.grid(self.config.prompt_encoder_config.image_embedding_size)[None]
 
-    @_with_precision
+    @with_precision
     def get_image_features(self, pixel_values: jax.Array) -> VisionEncoderOutput:
         """Vision encoder output with the two high-resolution levels projected by ``conv_s0`` / ``conv_s1``."""
         _check_rank("pixel_values", pixel_values, 4, "(B, H, W, 3)")
@@ -133,7 +133,7 @@ class Sam2Model(nn.Module):
         feat_s0, feat_s1, embed = features.fpn_hidden_states
         return feat_s0, feat_s1, embed + self.no_memory_embedding.astype(embed.dtype)
 
-    @_with_precision
+    @with_precision
     def __call__(
         self,
         pixel_values: jax.Array | None = None,

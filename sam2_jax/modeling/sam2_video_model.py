@@ -50,7 +50,7 @@ from .layers import Dense, Dtype, FeedForward
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
 from .prompt_encoder import NOT_A_POINT_LABEL
-from .sam2_model import Sam2Model, _with_precision, sparse_token_mask
+from .sam2_model import Sam2Model, sparse_token_mask, with_precision
 
 NO_OBJECT_SCORE = -1024.0  # official NO_OBJ_SCORE: the mask logits of an object judged absent
 MASK_AS_OUTPUT_SCALE, MASK_AS_OUTPUT_BIAS = 20.0, -10.0  # official _use_mask_as_output: sigmoid(-10) = 4.5e-5
@@ -125,13 +125,13 @@ class Sam2VideoModel(Sam2Model):
                 "occlusion_spatial_embedding_parameter", zeros, (1, mem)
             )
 
-    @_with_precision
+    @with_precision
     def frame_features(self, pixel_values: jax.Array) -> FrameFeatures:
         out = self.get_image_features(pixel_values)
         s0, s1, features = out.fpn_hidden_states
         return FrameFeatures(s0, s1, features, out.fpn_position_encoding[-1].astype(features.dtype))
 
-    @_with_precision
+    @with_precision
     def sam_heads(
         self,
         features: jax.Array,
@@ -180,7 +180,7 @@ class Sam2VideoModel(Sam2Model):
             object_score_logits=scores,
         )
 
-    @_with_precision
+    @with_precision
     def mask_as_output(self, frame: FrameFeatures, masks: jax.Array) -> SamHeadsOutput:
         size = self.config.prompt_encoder_config.image_size
         masks = masks.astype(jnp.float32)
@@ -201,7 +201,7 @@ class Sam2VideoModel(Sam2Model):
             object_score_logits=MASK_AS_OUTPUT_SCALE * present + MASK_AS_OUTPUT_BIAS,
         )
 
-    @_with_precision
+    @with_precision
     def attend_to_memory(
         self,
         current_vision_features: jax.Array,
@@ -220,11 +220,11 @@ class Sam2VideoModel(Sam2Model):
             memory_mask,
         )
 
-    @_with_precision
+    @with_precision
     def encode_memory(self, vision_features: jax.Array, masks: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self.memory_encoder(vision_features, masks)
 
-    @_with_precision
+    @with_precision
     def encode_new_memory(
         self,
         vision_features: jax.Array,
@@ -247,13 +247,13 @@ class Sam2VideoModel(Sam2Model):
             features = features + absent * self.occlusion_spatial_embedding_parameter.astype(features.dtype)
         return features, pos
 
-    @_with_precision
+    @with_precision
     def object_pointer(self, sam_output_token: jax.Array, object_score_logits: jax.Array) -> jax.Array:
         pointer = self.object_pointer_proj(sam_output_token.astype(self.dtype))
         present = (object_score_logits > 0).astype(pointer.dtype)
         return present * pointer + (1 - present) * self.no_object_pointer[0].astype(pointer.dtype)
 
-    @_with_precision
+    @with_precision
     def object_pointer_position_encoding(self, temporal_offsets: jax.Array, max_object_pointers: int) -> jax.Array:
         v = self.config.video_config
         mem = v.memory_encoder_output_channels

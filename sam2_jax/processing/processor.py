@@ -34,7 +34,7 @@ from .masks import apply_non_overlapping, upsample_bilinear
 POINT_PAD_VALUE = prompts.PAD_LABEL
 
 
-def _sizes(original_sizes) -> np.ndarray:
+def size_pairs(original_sizes) -> np.ndarray:
     """(height, width) pairs -> (B, 2) int64; one pair alone is a batch of one."""
     sizes = np.asarray(np.asarray(original_sizes).tolist(), np.float64)
     if sizes.ndim == 1:
@@ -123,7 +123,7 @@ class Sam2Processor:
             out["pixel_values"] = np.stack(pixels)
             out["original_sizes"] = np.asarray(sizes, np.int64)
         elif original_sizes is not None:
-            out["original_sizes"] = _sizes(original_sizes)
+            out["original_sizes"] = size_pairs(original_sizes)
         else:
             raise ValueError("Either images or original_sizes must be provided")
         out.update(self.process_prompts(out["original_sizes"], input_points, input_labels, input_boxes))
@@ -137,7 +137,7 @@ class Sam2Processor:
         in float32 (x * float32(S / W), y * float32(S / H)), bit for bit as transformers does
         (``prompts.to_model_frame``, the one scaling of every front end).
         """
-        sizes = _sizes(original_sizes)
+        sizes = size_pairs(original_sizes)
         points = _nested(input_points, 4, "input_points", 2)
         labels = _nested(input_labels, 3, "input_labels", None)
         boxes = _nested(input_boxes, 3, "input_boxes", 4)
@@ -224,7 +224,7 @@ class Sam2Processor:
         apply_non_overlapping_constraints: bool = False,
     ) -> list[np.ndarray]:
         """Low-res logits (B, P, M, h, w) (or a list of per-image (P, M, h, w)) -> per-image (P, M, H, W)."""
-        sizes = _sizes(original_sizes)
+        sizes = size_pairs(original_sizes)
         if len(masks) != len(sizes):
             raise ValueError(f"{len(masks)} images of masks for {len(sizes)} original sizes")
         out = []

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..processing.rle import rle_to_mask
+from .image_headers import header_size
 
 __all__ = ["CocoMasks", "load_coco"]
 
@@ -75,8 +76,6 @@ class CocoMasks:
 
 def load_coco(annotation_file: str | os.PathLike, images_dir: str | os.PathLike, include_crowd: bool = False):
     """See the module docstring."""
-    from .data import header_size
-
     annotation_file, images_dir = Path(annotation_file), Path(images_dir)
     try:
         data = json.loads(annotation_file.read_text())

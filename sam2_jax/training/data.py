@@ -12,7 +12,7 @@ Layouts (``<name>`` an image file's stem; images .jpg .jpeg .png .bmp .webp .tif
         skipped: [(file, reason)]; report() -> a one-line summary; image_path(i); size(i) -> (H, W);
         load(i, select) -> Example with only the objects ``select(K) -> indices`` picks (decodes only those)
   Subset(dataset, indices) -> some of a dataset's examples, with the same methods
-  header_size(path) -> (H, W) upright, from the file's header
+  header_size(path) -> (H, W) upright, from the file's header (``image_headers.py``, shared with ``coco.py``)
 
 Bad input. Errors (``ValueError`` naming the file), all found at construction from file names, JSON and image
 headers (sizes, EXIF orientation; no pixel is decoded): no images at all (or none with masks); a mask whose
@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from ..processing.images import open_upright, read_image
+from .coco import load_coco
+from .image_headers import header_size
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LABEL_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L", "1")
@@ -51,21 +53,6 @@ class Example:
     name: str
     image: np.ndarray  # (H, W, 3) uint8
     masks: np.ndarray  # (K, H, W) bool
-
-
-def header_size(path: str | os.PathLike, mode: bool = False):
-    """(height, width) of an image file once turned upright by its EXIF orientation, from its header only
-    (with ``mode=True``: ((height, width), PIL mode))."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            (w, h), pil_mode = im.size, im.mode
-            orientation = im.getexif().get(0x0112, 1)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"{path}: cannot read image: {e}") from e
-    size = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
-    return (size, pil_mode) if mode else size
 
 
 class _Label:
@@ -165,8 +152,6 @@ class SegmentationDataset:
     def from_coco(
         cls, annotation_file: str | os.PathLike, images_dir: str | os.PathLike, include_crowd: bool = False
     ) -> SegmentationDataset:
-        from .coco import load_coco
-
         records, skipped = load_coco(annotation_file, images_dir, include_crowd)
         if not records:
             raise ValueError(f"{annotation_file}: no image with an object ({len(skipped)} skips)")

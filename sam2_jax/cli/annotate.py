@@ -1,0 +1,66 @@
+"""``sam2-jax annotate DIR --model SRC --out OUT``: a local page to segment the photos of DIR by clicking.
+
+In: DIR (its top-level photos), ``--model`` (anything ``sam2_jax.load`` reads), OUT (where annotations.json,
+masks/ and images/ go; see ``docs/annotate_api.md``). Out: the first line on stdout is the page's URL (with
+``?token=`` when there is one: any ``--host`` other than 127.0.0.1 makes a random token, ``--token`` sets one);
+the server runs until Ctrl-C or SIGTERM. OUT in use by another server, a bad DIR or model: ``error: <reason>`` and
+exit code 1.
+"""
+
+from __future__ import annotations
+
+from .common import add_model_argument, error_line, log
+
+
+def register(sub) -> None:
+    p = sub.add_parser("annotate", help="a local page to segment photos by clicking, saved as COCO + label PNGs")
+    p.add_argument("images", metavar="DIR", help="directory of photos (its top-level image files)")
+    add_model_argument(p)
+    p.add_argument("--out", required=True, help="output directory (annotations.json, masks/, images/)")
+    p.add_argument("--categories", help="comma-separated category names (default: object)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need the token)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    p.add_argument("--token", help="access token (default: none on 127.0.0.1, random elsewhere)")
+    p.add_argument("--cache-mb", type=float, default=1024, help="memory for cached embeddings in MiB (default 1024)")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import signal
+    import sys
+    import threading
+
+    from ..app.server import start_server
+
+    categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+    try:
+        handle = start_server(
+            args.images,
+            args.model,
+            args.out,
+            host=args.host,
+            port=args.port,
+            categories=categories,
+            token=args.token,
+            cache_mb=args.cache_mb,
+        )
+    except (ValueError, OSError, KeyError) as e:
+        print(error_line(e), file=sys.stderr, flush=True)
+        return 1
+    print(handle.url, flush=True)
+    log(f"annotating {len(handle.app_state.photos)} photos of {args.images} into {args.out}; Ctrl-C stops")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(handle.url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5) and handle.thread.is_alive():
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()
+    return 0
