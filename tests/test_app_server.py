@@ -441,6 +441,20 @@ def test_token_off_loopback(photos, predictor, tmp_path):
         assert client(handle).get("/api/info", headers={"X-Sam2-Token": "secret"}).status_code == 200
 
 
+def test_loopback_refuses_other_host_names(photos, predictor, tmp_path):
+    """Without a token only loopback Host headers pass: a rebound DNS name pointing at 127.0.0.1 is refused."""
+    with start_server(photos, predictor, tmp_path / "out") as handle:
+        assert handle.token is None
+        c = client(handle)
+        for host in (f"127.0.0.1:{handle.port}", f"localhost:{handle.port}", "localhost"):
+            assert c.get("/api/info", headers={"Host": host}).status_code == 200, host
+        for host in (f"evil.example:{handle.port}", "127.0.0.1.evil.example", "10.0.0.1"):
+            r = c.get("/api/images", headers={"Host": host})
+            assert r.status_code == 403 and "is not a loopback address" in r.json()["error"], host
+            assert c.post("/api/categories", json={"name": "x"}, headers={"Host": host}).status_code == 403
+    assert not (tmp_path / "out" / "annotations.json").exists()
+
+
 def test_photo_listing_refusals_and_cache(photos, predictor, tmp_path):
     dup = tmp_path / "dup"
     dup.mkdir()

@@ -23,8 +23,13 @@ from .photos import PhotoLibrary
 from .store import AnnotationStore
 
 FORMATS = ("rle", "png")
-GENERATE_OPTIONS = {"points_per_side": (int, 1, 64), "pred_iou_thresh": (float, -1e9, 1e9)}
-GENERATE_OPTIONS["stability_score_thresh"] = (float, -1e9, 1e9)
+GENERATE_OPTIONS = {  # Sam2AutomaticMaskGenerator's arguments a request may set: (type, lowest, highest)
+    "points_per_side": (int, 1, 64),
+    "pred_iou_thresh": (float, -1e9, 1e9),
+    "stability_score_thresh": (float, -1e9, 1e9),
+    "box_nms_thresh": (float, 0.0, 1.0),
+    "min_mask_region_area": (int, 0, 1 << 30),
+}
 
 
 @dataclass

@@ -62,9 +62,9 @@
     generateOptions: {}, // more options of "segment everything" (pred_iou_thresh, stability_score_thresh)
   };
   {
-    // ?points_per_side=8&pred_iou_thresh=0.5&stability_score_thresh=0.8 in the page's URL
+    // ?points_per_side=8&pred_iou_thresh=0.5&stability_score_thresh=0.8&box_nms_thresh=0.9 in the page's URL
     const q = new URLSearchParams(location.search);
-    for (const k of ["pred_iou_thresh", "stability_score_thresh"]) {
+    for (const k of ["pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"]) {
       if (q.get(k) !== null && q.get(k) !== "") debug.generateOptions[k] = Number(q.get(k));
     }
     if (q.get("points_per_side")) document.getElementById("pps").value = q.get("points_per_side");
