@@ -153,6 +153,22 @@ def test_predict_equals_predictor(server, predictor):
     )
     assert np.array_equal(masks_of(refined.json()), masks)
     np.testing.assert_allclose([m["score"] for m in refined.json()["masks"]], scores, atol=1e-6)
+    # candidates "best": only the best mask in the answer, the others one by one from the kept prediction
+    lean = c.post("/api/predict", json={**body, "candidates": "best"}).json()
+    k = lean["best"]
+    assert [("rle" in m) for m in lean["masks"]] == [i == k for i in range(3)]
+    assert np.array_equal(rle_to_mask(lean["masks"][k]["rle"]), masks[k])
+    for i in range(3):
+        one = c.get(f"/api/predictions/{lean['prediction']}/masks/{i}").json()
+        assert np.array_equal(rle_to_mask(one["rle"]), masks[i]) and one["index"] == i
+        assert one["area"] == lean["masks"][i]["area"] == int(masks[i].sum())
+        assert one["bbox"] == lean["masks"][i]["bbox"] == refined.json()["masks"][i]["bbox"]
+        np.testing.assert_allclose(one["score"], scores[i], atol=1e-6)
+    for bad in (f"/api/predictions/{lean['prediction']}/masks/3", "/api/predictions/p99999/masks/0"):
+        r = c.get(bad)
+        assert r.status_code == 404 and "error" in r.json(), bad
+    r = c.post("/api/predict", json={**body, "candidates": "some"})
+    assert r.status_code == 400 and "candidates" in r.json()["error"]
     png = c.post("/api/predict", json={**body, "format": "png"}).json()["masks"][0]["png"]
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(png)))) == 255, masks[0])
     # latency of one click through the API against the predictor's own predict (printed with -s)

@@ -18,11 +18,12 @@ import numpy as np
 
 from . import validation as v
 from .engine import ModelEngine
-from .masks import encode_masks
+from .masks import encode_masks, mask_area_bbox
 from .photos import PhotoLibrary
 from .store import AnnotationStore
 
 FORMATS = ("rle", "png")
+CANDIDATES = ("all", "best")  # which candidates' masks a prediction's answer carries
 GENERATE_OPTIONS = {  # Sam2AutomaticMaskGenerator's arguments a request may set: (type, lowest, highest)
     "points_per_side": (int, 1, 64),
     "pred_iou_thresh": (float, -1e9, 1e9),
@@ -105,6 +106,27 @@ def done(state, params, body):
 
 
 # ---- predictions ---------------------------------------------------------------------------------------------------
+def candidate_row(pred, i: int, mask: np.ndarray, fmt: str | None) -> dict[str, Any]:
+    """{"index", "score", "area", "bbox"} of candidate i, with its mask as "rle" or "png" unless ``fmt`` is None."""
+    row = {"index": i, "score": float(pred.scores[i])}
+    if fmt is None:
+        row.update(mask_area_bbox(mask))
+        return row
+    enc = encode_masks(mask[None])[0]
+    row.update({"area": enc["area"], "bbox": enc["bbox"]})
+    row.update({"png": png_b64(mask)} if fmt == "png" else {"rle": enc["segmentation"]})
+    return row
+
+
+def candidate(state, params, body):
+    """One candidate of a kept prediction, with its mask as COCO RLE (the page asks for it on Tab)."""
+    pred = state.engine.prediction(params["id"])
+    i = int(params["index"])
+    if not 0 <= i < len(pred.scores):
+        raise v.ApiError(404, f"prediction {pred.id} has no candidate {i}")
+    return candidate_row(pred, i, pred.mask(i), "rle")
+
+
 def predict(state, params, body):
     name = photo(state, v.string(body, "image"))
     size = state.photos.size(name)
@@ -116,14 +138,15 @@ def predict(state, params, body):
         raise v.ApiError(400, f"'format' must be one of {FORMATS}, got {fmt!r}")
     if points is None and box is None and ref is None:
         raise v.ApiError(400, "give 'points' (with 'labels'), a 'box' or a 'mask_input'")
+    candidates = v.string(body, "candidates", default="all")
+    if candidates not in CANDIDATES:
+        raise v.ApiError(400, f"'candidates' must be one of {CANDIDATES}, got {candidates!r}")
     pred, masks = state.engine.predict(name, points, labels, box, ref, multimask)
-    out = []
-    for i, (mask, enc) in enumerate(zip(masks, encode_masks(masks), strict=True)):
-        row = {"index": i, "score": float(pred.scores[i]), "area": enc["area"], "bbox": enc["bbox"]}
-        row.update({"png": png_b64(mask)} if fmt == "png" else {"rle": enc["segmentation"]})
-        out.append(row)
-    h, w = pred.size
     best = int(np.argmax(pred.scores))
+    out = []
+    for i, mask in enumerate(masks):  # "best": the others' masks only on request (candidate), ~3x less to encode
+        out.append(candidate_row(pred, i, mask, fmt if candidates == "all" or i == best else None))
+    h, w = pred.size
     return {"prediction": pred.id, "image": name, "width": w, "height": h, "best": best,
             "predict_ms": round(pred.predict_ms, 3), "masks": out}  # fmt: skip
 
@@ -251,6 +274,7 @@ ROUTES = [
     ("GET", "/api/images/{name:path}/annotations", annotations_of, False),
     ("POST", "/api/images/{name:path}/generate", generate, "optional"),
     ("POST", "/api/predict", predict, True),
+    ("GET", "/api/predictions/{id}/masks/{index:int}", candidate, False),
     ("POST", "/api/annotations", accept, True),
     ("PATCH", "/api/annotations/{id}", edit, True),
     ("DELETE", "/api/annotations/{id}", delete, False),

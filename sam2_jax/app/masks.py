@@ -4,6 +4,7 @@ column_rle(mask (H, W) bool)     -> the uncompressed column-major RLE of ``proce
 encode_masks(masks (N, H, W))    -> per mask {"segmentation": COCO compressed RLE, "area": int,
                                     "bbox": [x, y, w, h]} (pycocotools' ``toBbox``: w = x1 - x0 + 1)
 encode_mask(mask (H, W))         -> one of those
+mask_area_bbox(mask (H, W))      -> {"area", "bbox"} alone, without encoding
 polygons_to_mask(polygons, H, W) -> (H, W) bool, COCO polygons rasterised by PIL (edges included)
 color_of(id)                     -> "#rrggbb", a distinct colour per object id
 """
@@ -41,12 +42,16 @@ def encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
     masks = np.asarray(masks, bool)
     out = []
     for m in masks:
-        rle = column_rle(m)
-        ys, xs = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-        box = [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)] if len(xs) else [0, 0, 0, 0]
-        area = int(sum(rle["counts"][1::2]))
-        out.append({"segmentation": coco_encode_rle(rle), "area": area, "bbox": box})
+        out.append({"segmentation": coco_encode_rle(column_rle(m)), **mask_area_bbox(m)})
     return out
+
+
+def mask_area_bbox(mask: np.ndarray) -> dict[str, Any]:
+    """(H, W) bool -> {"area": int, "bbox": [x, y, w, h]} as ``encode_masks`` gives them, without the RLE."""
+    m = np.asarray(mask, bool)
+    ys, xs = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    box = [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)] if len(xs) else [0, 0, 0, 0]
+    return {"area": int(np.count_nonzero(m)), "bbox": box}
 
 
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:

@@ -567,7 +567,7 @@
     }
   }
   function markSettled() {
-    state.settled = !state.inFlight && state.drawnVersion === state.promptVersion;
+    state.settled = !state.inFlight && !state.cycling && state.drawnVersion === state.promptVersion;
     if (state.settled) {
       const w = settleWaiters;
       settleWaiters = [];
@@ -602,7 +602,8 @@
     state.settled = false;
     if (state.inFlight) return; // sent again with the latest prompts when the answer is in
     const version = state.promptVersion, seq = openSeq;
-    const body = { image: state.image, multimask: true, format: "rle" };
+    // the best candidate's mask comes with the answer; the others' when Tab first shows them (a third of the work)
+    const body = { image: state.image, multimask: true, format: "rle", candidates: "best" };
     if (state.points.length) {
       body.points = state.points;
       body.labels = state.labels;
@@ -656,10 +657,27 @@
     if (!state.prompts.length) state.drawnVersion = state.promptVersion;
     markSettled();
   }
-  function cycleCandidate() {
-    if (!currentMasks) return;
-    state.candidate = (state.candidate + 1) % currentMasks.masks.length;
+  async function cycleCandidate() {
+    if (!currentMasks || state.cycling) return;
+    const answer = currentMasks, next = (state.candidate + 1) % answer.masks.length;
+    if (!answer.masks[next].rle) {
+      state.cycling = true; // Enter waits for the candidate to be shown (whenSettled)
+      state.settled = false;
+      try {
+        answer.masks[next].rle = (await api("GET", `/api/predictions/${enc(answer.prediction)}/masks/${next}`)).rle;
+      } catch (err) {
+        if (!err.apiError) throw err; // the reason is in the status line; the candidate shown stays
+      } finally {
+        state.cycling = false;
+      }
+      if (currentMasks !== answer || !answer.masks[next].rle) {
+        markSettled();
+        return; // new prompts meanwhile, or the request failed
+      }
+    }
+    state.candidate = next;
     drawCurrent();
+    markSettled();
     const m = currentMasks.masks[state.candidate];
     setStatus(`candidate ${state.candidate + 1}/${currentMasks.masks.length}: score ${m.score.toFixed(3)}, ` +
       `${m.area} px`);
