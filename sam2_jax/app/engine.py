@@ -1,4 +1,4 @@
-"""The model side of the annotation server: one ``Sam2ImagePredictor``, its work on one ``ModelWorker`` thread.
+"""The model side of the annotation server: one ``Sam2ImagePredictor``, its work on ``ModelWorker`` threads.
 
 ``ModelEngine(photos, model, cache_mb=1024, prefetch=True)``; ``model`` is anything ``sam2_jax.load`` reads or a
 ``Sam2ImagePredictor`` (used as it is).
@@ -16,6 +16,10 @@
   close()
 
 Embeddings are kept in an LRU cache bounded by their bytes (``cache_mb``); the one just made is always kept.
+Prefetches (the next photo's embedding) run on a second worker thread beside the first, where everything else
+runs: an encoder call cannot be interrupted, so a click made while the next photo is embedded shares the cores
+with it instead of waiting seconds for it to end. A photo being embedded on one thread is waited for, not
+embedded again, by the other.
 Unknown ids raise ``KeyError``; bad prompts raise the predictor's ``ValueError``.
 """
 
@@ -86,6 +90,8 @@ class ModelEngine:
         self.cache_bytes = int(cache_mb * 2**20)
         self.prefetch = prefetch
         self.worker = ModelWorker()
+        self.background = ModelWorker(name="sam2-annotate-prefetch")  # prefetches only
+        self._inflight: dict[str, threading.Event] = {}  # photos being embedded now
         self._lock = threading.Lock()
         self._cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self._cache_used = 0
@@ -98,11 +104,24 @@ class ModelEngine:
     # ---- embeddings --------------------------------------------------------------------------------------------
     def _embedding(self, name: str):
         """The photo's embedding, made now if it is not cached (runs on the worker thread)."""
-        with self._lock:
-            if name in self._cache:
-                self._cache.move_to_end(name)
-                return self._cache[name]
-            self._embed_state[name] = {"state": "running", "started": time.monotonic()}
+        while True:
+            with self._lock:
+                if name in self._cache:
+                    self._cache.move_to_end(name)
+                    return self._cache[name]
+                running = self._inflight.get(name)
+                if running is None:
+                    self._inflight[name] = threading.Event()
+                    self._embed_state[name] = {"state": "running", "started": time.monotonic()}
+                    break
+            running.wait()  # embedded by the other thread: cached now, or failed (then tried here)
+        try:
+            return self._embed_now(name)
+        finally:
+            with self._lock:
+                self._inflight.pop(name).set()
+
+    def _embed_now(self, name: str):
         try:
             start = time.monotonic()
             emb = self.predictor.embed_image(self.photos.read(name))
@@ -130,7 +149,7 @@ class ModelEngine:
             if state and state["state"] == "queued" and state["priority"] <= priority:
                 return
             self._embed_state[name] = {"state": "queued", "started": time.monotonic(), "priority": priority}
-        self.worker.submit(priority, lambda: self._embedding(name))
+        (self.background if priority == PREFETCH else self.worker).submit(priority, lambda: self._embedding(name))
 
     def embed(self, name: str, prefetch_next: bool = True) -> dict[str, Any]:
         self.photos.path(name)
@@ -257,3 +276,4 @@ class ModelEngine:
 
     def close(self) -> None:
         self.worker.close()
+        self.background.close()
