@@ -836,13 +836,19 @@
     drawProposal();
     setStatus(`proposal ${state.proposalIndex + 1}/${proposals.length} \u2014 a: accept, r: reject`);
   }
+  let acceptsQueued = 0; // "a" pressed while an accept is on its way: each accepts the proposal after it
   function stopReview() {
     state.proposalIndex = -1;
+    acceptsQueued = 0;
     el.review.hidden = true;
     if (state.width) drawProposal();
   }
   async function acceptProposal(all) {
-    if (state.proposalIndex < 0 || state.accepting) return;
+    if (state.proposalIndex < 0) return;
+    if (state.accepting) {
+      if (!all) acceptsQueued++;
+      return;
+    }
     const seq = openSeq;
     state.accepting = true;
     try {
@@ -864,6 +870,10 @@
       state.accepting = false;
     }
     showProposal();
+    if (acceptsQueued > 0 && seq === openSeq && state.proposalIndex >= 0) {
+      acceptsQueued--;
+      acceptProposal(false);
+    } else acceptsQueued = 0;
   }
   function rejectProposal() {
     if (state.proposalIndex < 0) return;
