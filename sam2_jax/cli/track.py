@@ -213,7 +213,7 @@ def run(args) -> int:
             f"{out} exists and is not the output of sam2-jax track (no {STATE_FILE}): choose another --out"
         )
 
-    predictor = Sam2VideoPredictor.from_pretrained(args.model)
+    predictor = Sam2VideoPredictor.from_pretrained(args.model, keep_history=False)  # no corrections here
     size = predictor.image_size
     frames = VideoFrames(num_frames=end - start, video_height=height, video_width=width, image_size=size,
                          read=lambda i: base.image(start + i), fps=base.fps)  # fmt: skip

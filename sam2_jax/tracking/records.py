@@ -4,7 +4,9 @@ transformers-style session (``tracking.session_state``).
 ``ObjectTrack`` mirrors the official per-object dicts:
   points / masks        frame -> the prompt given there (``point_inputs_per_obj`` / ``mask_inputs_per_obj``)
   cond / non_cond       frame -> ``FrameRecord`` (``output_dict_per_obj``); ``non_cond`` holds every tracked
-                        frame with ``keep_history``, else only what the last run's bank held
+                        frame with ``keep_history`` (the predictor's default: their mask logits and memory
+                        features in the state's ``tracking.history.FrameHistory`` file), else only what the
+                        last run's bank held
   temp_cond / temp_non_cond  prompted frames whose memory is not encoded yet (``temp_output_dict_per_obj``)
   tracked               (num_frames,) int8: ``NOT_TRACKED`` (-1) not tracked, 0 tracked forward, 1 in reverse
                         (``frames_tracked_per_obj``), fixed-size so that it does not grow with use
@@ -22,12 +24,52 @@ import numpy as np
 NOT_TRACKED = -1
 
 
-@dataclass
 class FrameRecord:
-    low_res_mask: np.ndarray  # (S/4, S/4) float32 logits, hole-filled as returned
-    pointer: np.ndarray  # (C,) float32
-    object_score: float
-    features: np.ndarray | None = None  # (h, w, M) memory features; None until encoded
+    """One frame's output for one object; the mask logits and memory features may live in a ``FrameHistory``
+    file (``tracking.history``), and reading them loads them back."""
+
+    __slots__ = ("_low_res_mask", "pointer", "object_score", "_features")
+
+    def __init__(self, low_res_mask=None, pointer=None, object_score=None, features=None):
+        self._low_res_mask = low_res_mask  # (S/4, S/4) float32 logits, hole-filled as returned
+        self.pointer = pointer  # (C,) float32
+        self.object_score = object_score
+        self._features = features  # (h, w, M) memory features; None until encoded
+
+    @property
+    def low_res_mask(self) -> np.ndarray | None:
+        return _loaded(self._low_res_mask)
+
+    @low_res_mask.setter
+    def low_res_mask(self, value) -> None:
+        self._low_res_mask = value
+
+    @property
+    def features(self) -> np.ndarray | None:
+        return _loaded(self._features)
+
+    @features.setter
+    def features(self, value) -> None:
+        self._features = value
+
+    @property
+    def has_features(self) -> bool:
+        return self._features is not None
+
+    def stored(self, name: str):
+        """The array, or its ``Spilled`` handle, as held."""
+        return getattr(self, "_" + name)
+
+    def set_stored(self, name: str, value) -> None:
+        setattr(self, "_" + name, value)
+
+    def memory_nbytes(self) -> int:
+        """Bytes held in memory (a spilled array counts as its handle: 0 here)."""
+        return sum(x.nbytes for x in (self._low_res_mask, self.pointer, self._features) if isinstance(x, np.ndarray))
+
+
+def _loaded(x):
+    return x if x is None or isinstance(x, np.ndarray) else x.load()
 
 
 @dataclass

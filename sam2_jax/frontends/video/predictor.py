@@ -17,12 +17,18 @@ What differs, by design:
     recompiles only when a bucket is outgrown.
     Prompted frames are computed per object, as in the official predictor, so results equal its per-object
     tracking.
-  - ``keep_history=False`` (default): past frames' outputs are not kept. Memory stays flat on any video length:
-    the state holds the conditioning frames and the bank (the 6 previous frames' memories and 15 pointers per
-    object). With ``keep_history=True`` every tracked frame's memory, pointer and low-resolution mask is kept on
-    the host (~0.8 MB per object and frame), as the official keeps them, so that a correction click on an
-    already-tracked frame or a propagation that starts inside tracked frames gets exactly the official result;
-    without it such a call uses what the bank holds and warns once.
+  - The device state is fixed-size: all objects' memory bank (the 6 previous frames' memories and 15 pointers
+    per object, plus the conditioning frames) is rebuilt from the host records at the start of each call.
+  - ``keep_history=True`` (default): every tracked frame's output is kept, as the official keeps it, so that a
+    correction click on a tracked frame and a propagation that starts inside tracked frames (again, in
+    reverse, from a later frame) give the official result. The bulky part (the low-resolution logits, 256 KB,
+    and the memory features, 512 KB in bfloat16, per object and frame at 1024 px) goes to an unlinked
+    temporary file (``tracking.history``; ``history_dir`` picks its folder), so that host memory grows by the
+    pointer and a ~100-byte handle, ~1.3 KB per object and frame, and the file by ~0.75 MB per object and
+    frame. Measured (``benchmarks/bench_video_memory.py``): see the README's "Video memory".
+  - ``keep_history=False``: only what the bank holds is kept; memory and disk stay flat on any length (for
+    unbounded live streams); a correction on a tracked frame then uses the conditioning frames and the bank
+    only, and warns once that the result is not the official one.
   - Hole filling (``fill_hole_area``) runs on every platform (the official's needs CUDA).
   - Bad input raises before anything changes: the state is left as it was.
 Not thread-safe, as the official's: give each thread its own state. The model and params may be shared.
@@ -61,8 +67,9 @@ class Sam2VideoPredictor(VideoPropagation):
         non_overlap_masks: bool = False,
         clear_non_cond_mem_around_input: bool = False,
         add_all_frames_to_correct_as_cond: bool = False,
-        keep_history: bool = False,
+        keep_history: bool = True,
         memory_dtype=jnp.bfloat16,
+        history_dir=None,
     ):
         if not isinstance(model, Sam2VideoModel):
             raise TypeError(f"model must be a Sam2VideoModel, got {type(model).__name__}")
@@ -77,6 +84,7 @@ class Sam2VideoPredictor(VideoPropagation):
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.keep_history = keep_history
+        self.history_dir = history_dir
         self.tracker = Tracker(model, memory_dtype)
 
     @classmethod
@@ -88,8 +96,9 @@ class Sam2VideoPredictor(VideoPropagation):
         non_overlap_masks: bool = False,
         clear_non_cond_mem_around_input: bool = False,
         add_all_frames_to_correct_as_cond: bool = False,
-        keep_history: bool = False,
+        keep_history: bool = True,
         memory_dtype=jnp.bfloat16,
+        history_dir=None,
         dtype=jnp.float32,
         config=None,
         cache_dir=None,
@@ -117,7 +126,7 @@ class Sam2VideoPredictor(VideoPropagation):
         )
         area = (8 if apply_postprocessing else 0) if fill_hole_area is None else fill_hole_area
         return cls(model.clone(config=cfg), params, area, non_overlap_masks, clear_non_cond_mem_around_input,
-                   add_all_frames_to_correct_as_cond, keep_history, memory_dtype)  # fmt: skip
+                   add_all_frames_to_correct_as_cond, keep_history, memory_dtype, history_dir)  # fmt: skip
 
     # ---- state ---------------------------------------------------------------------------------------------------
     def init_state(
@@ -126,11 +135,11 @@ class Sam2VideoPredictor(VideoPropagation):
         """A new state for a directory of ``<int>.jpg`` frames, a video file (mp4, webm, avi...: PyAV, the
         ``video`` extra), an (N, H, W, 3) uint8 array, an iterator of frames or a ``VideoFrames`` (see
         ``VideoFrames.open``). The official offload / async options are accepted and have no effect: frames are
-        decoded lazily on the host and the state is bounded (see ``keep_history``)."""
+        decoded lazily on the host, and tracked frames' outputs go to a file (see ``keep_history``)."""
         frames = VideoFrames.open(video_path, self.image_size)
         if frames.image_size != self.image_size:
             raise ValueError(f"frames are prepared at {frames.image_size} px, the model takes {self.image_size} px")
-        state = VideoInferenceState(frames)
+        state = VideoInferenceState(frames, history_dir=self.history_dir)
         self._frame(state, 0)  # as the official: decode and encode frame 0 now
         return state
 
@@ -241,7 +250,8 @@ class Sam2VideoPredictor(VideoPropagation):
             state.warned_history = True
             warnings.warn(
                 f"frame {t} was tracked but its outputs were not kept (keep_history=False): this prompt uses the "
-                "conditioning frames and the memory bank only; pass keep_history=True for the official result",
+                "conditioning frames and the memory bank only; keep_history=True (the default) gives the official "
+                "result",
                 stacklevel=3,
             )
         return bool(initial), reverse, is_cond, prev

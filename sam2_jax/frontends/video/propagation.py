@@ -45,7 +45,7 @@ class VideoPropagation:
                 bank.cond_frames[i, k] = f
                 bank.cond_features[i, k], bank.cond_pointers[i, k] = rec.features, rec.pointer
             behind = sorted(((t - f) * sign, f) for f in track.non_cond if (t - f) * sign >= 1)
-            recent = [f for d, f in behind if d <= r and track.non_cond[f].features is not None]
+            recent = [f for d, f in behind if d <= r and track.non_cond[f].has_features]
             for k, f in enumerate(recent[:r]):
                 bank.recent_frames[i, k], bank.recent_features[i, k] = f, track.non_cond[f].features
             pointers = [f for d, f in behind if d <= p and track.non_cond[f].pointer is not None]
@@ -90,12 +90,12 @@ class VideoPropagation:
             for o, track in enumerate(state.objects):
                 for temp, dest in ((track.temp_non_cond, track.non_cond), (track.temp_cond, track.cond)):
                     for t, rec in temp.items():
-                        if rec.features is None:
+                        if not rec.has_features:
                             scores = np.asarray([[rec.object_score]], np.float32)
                             feats = self.tracker.encode(self.params, self._frame(state, t), rec.low_res_mask[None],
                                                         scores, True)  # fmt: skip
                             rec.features = np.asarray(feats[0])
-                        dest[t] = rec
+                        dest[t] = state.history.spill(rec) if self.keep_history and dest is track.non_cond else rec
                         if self.clear_non_cond_mem_around_input:
                             self._clear_around(state, t, o)
                     temp.clear()
@@ -174,7 +174,8 @@ class VideoPropagation:
             feats = np.asarray(out.memory_features[:n])
             for i, o in enumerate(objs):
                 if active[i]:
-                    state.objects[o].non_cond[t] = FrameRecord(low[i], pointers[i], float(scores[i]), feats[i])
+                    rec = FrameRecord(low[i], pointers[i], float(scores[i]), feats[i])
+                    state.objects[o].non_cond[t] = state.history.spill(rec)
         return [low[i] if active[i] else None for i in range(n)]
 
     # ---- removing prompts and objects ----------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The video predictor's inference state: the official ``inference_state`` dict as typed, host-side records.
 
 ``VideoInferenceState`` (made by ``Sam2VideoPredictor.init_state``) holds the frames (``VideoFrames``, decoded
-lazily), the objects in the order they were added (``obj_ids``), one ``ObjectTrack`` per object and a small cache
-of frame features. It also answers the official keys
+lazily), the objects in the order they were added (``obj_ids``), one ``ObjectTrack`` per object, a small cache
+of frame features and the ``FrameHistory`` file where tracked frames' mask logits and memories are kept. It
+also answers the official keys
 ``state["num_frames"]``, ``["video_height"]``, ``["video_width"]`` and ``["obj_ids"]``.
 
 The per-object records (``ObjectTrack``, ``FrameRecord``, ``NOT_TRACKED``) are in ``tracking.records``,
@@ -14,14 +15,16 @@ from __future__ import annotations
 import collections
 
 from ...processing.video.frames import VideoFrames
+from ...tracking.history import FrameHistory
 from ...tracking.records import ObjectTrack
 
 
 class VideoInferenceState:
     """One video's tracking session; see the module docstring. Not thread-safe (as the official's)."""
 
-    def __init__(self, frames: VideoFrames, feature_cache_size: int = 2):
+    def __init__(self, frames: VideoFrames, feature_cache_size: int = 2, history_dir=None):
         self.frames = frames
+        self.history = FrameHistory(history_dir)  # tracked frames' masks and memories (files made when used)
         self.obj_ids: list = []
         self.objects: list[ObjectTrack] = []
         self.features = collections.OrderedDict()  # frame -> FrameFeatures, least recently used first
