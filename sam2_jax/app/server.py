@@ -49,9 +49,9 @@ async def _read_body(request) -> bytes:
     return b"".join(chunks)
 
 
-def _endpoint(handler, body_mode):
+def _endpoint(handler, body_mode, media_type=None):
     from starlette.concurrency import run_in_threadpool
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
 
     async def endpoint(request):
         body = None
@@ -59,6 +59,8 @@ def _endpoint(handler, body_mode):
             raw = await _read_body(request)
             body = {} if body_mode == "optional" and not raw.strip() else v.parse_json(raw)
         result = await run_in_threadpool(handler, request.app.state.annotate, dict(request.path_params), body)
+        if media_type is not None:
+            return Response(result, media_type=media_type, headers={"Cache-Control": "no-cache"})
         status, payload = result if isinstance(result, tuple) else (200, result)
         return JSONResponse(payload, status_code=status)
 
@@ -159,6 +161,53 @@ def create_app(images_dir, model, out_dir, categories=None, token=None, cache_mb
     return app
 
 
+def create_video_app(video, model, out_dir, token=None):
+    """The video mode's app (``video_api``): ``video`` a video file or a directory of ``<int>.jpg`` frames,
+    ``model`` anything ``Sam2VideoPredictor.from_pretrained`` reads or a ``Sam2VideoPredictor``. The page's video
+    view is not built yet: ``GET /`` answers 501 and the JSON API serves scripts."""
+    import contextlib
+
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Route
+
+    from ..frontends.video.predictor import Sam2VideoPredictor
+    from . import video_api
+    from .store import lock_out
+    from .video_tracking import VideoTracking
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_out(out)
+    try:
+        predictor = model if isinstance(model, Sam2VideoPredictor) else Sam2VideoPredictor.from_pretrained(model)
+        tracking = VideoTracking(predictor, video, out)
+    except BaseException:
+        lock.close()
+        raise
+    name = model if isinstance(model, (str, Path)) else type(model).__name__
+    state = video_api.VideoAnnotateState(tracking, lock, str(name), token)
+
+    def page(request):
+        return _error(501, "the page's video view is not built yet; the JSON API is (docs/annotate_api.md)")
+
+    routes = [
+        Route("/", page, methods=["GET"]),
+        Route("/api/video/frames/{t:int}/file", _endpoint(video_api.frame_file, False, "image/jpeg")),
+    ]
+    routes += [Route(path, _endpoint(h, body), methods=[m]) for m, path, h, body in video_api.ROUTES]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        state.close()
+
+    app = Starlette(routes=routes, exception_handlers=_handlers(),
+                    middleware=[Middleware(TokenMiddleware, token=token)], lifespan=lifespan)  # fmt: skip
+    app.state.annotate = state
+    return app
+
+
 class ServerHandle:
     """A running server: ``url``, ``port``, ``token``, ``app``, ``app_state``; ``stop()`` (idempotent)."""
 
@@ -185,12 +234,16 @@ class ServerHandle:
         return f"ServerHandle({self.url})"
 
 
-def start_server(images_dir, model, out_dir, host=LOOPBACK, port=0, categories=None, token=None, **kw):
-    """See the module docstring; ``kw`` goes to ``create_app`` (``cache_mb``, ``prefetch``)."""
+def start_server(images_dir, model, out_dir, host=LOOPBACK, port=0, categories=None, token=None, video=False, **kw):
+    """See the module docstring; ``kw`` goes to ``create_app`` (``cache_mb``, ``prefetch``). ``video=True``:
+    ``images_dir`` is a video (file or frames directory) and the app is ``create_video_app``'s."""
     import uvicorn
 
     token = make_token(host, token)
-    app = create_app(images_dir, model, out_dir, categories=categories, token=token, **kw)
+    if video:
+        app = create_video_app(images_dir, model, out_dir, token=token)
+    else:
+        app = create_app(images_dir, model, out_dir, categories=categories, token=token, **kw)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="sam2-annotate-http", daemon=True)

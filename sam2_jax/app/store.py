@@ -44,6 +44,20 @@ class OutDirLocked(OSError):
     """OUT is held by another server."""
 
 
+def lock_out(out: Path):
+    """Take OUT's ``.lock`` (``fcntl.flock``, released when the returned file is closed) or raise ``OutDirLocked``."""
+    f = open(out / LOCK, "a+")  # noqa: SIM115 - held by the caller
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise OutDirLocked(f"{out} is in use by another sam2-jax annotate server ({out / LOCK})") from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
 class AnnotationStore:
     """See the module docstring."""
 
@@ -52,16 +66,7 @@ class AnnotationStore:
         self.out.mkdir(parents=True, exist_ok=True)
         self.photos = photos
         self._lock = threading.RLock()
-        self._lock_file = open(self.out / LOCK, "a+")  # noqa: SIM115 - held for the store's lifetime
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_file.close()
-            where = self.out / LOCK
-            raise OutDirLocked(f"{self.out} is in use by another sam2-jax annotate server ({where})") from None
-        self._lock_file.truncate(0)
-        self._lock_file.write(f"{os.getpid()}\n")
-        self._lock_file.flush()
+        self._lock_file = lock_out(self.out)
         try:
             self._load(categories or [])
         except BaseException:

@@ -1,0 +1,183 @@
+"""The video mode's tracking, without HTTP: prompts on any frame, a tracking job that streams, cancels and resumes.
+
+``VideoTracking(predictor, video, out_dir)`` owns one ``Sam2VideoPredictor`` state of ``video`` (a video file, a
+directory of frames or a ``VideoFrames``; decoded lazily) and writes ``out_dir/<frame:05d>.png`` label images,
+the same files ``sam2-jax track`` writes (``cli.track.labels_from_logits``: 0 background, else the id of the
+object with the highest logit > 0), as frames are computed.
+
+  prompt(frame, obj_id, points=None, labels=None, box=None, clear_old_points=True) -> (H, W) label image of that
+      frame (``add_new_points_or_box``; points / box in the video's pixels)
+  remove(obj_id)                    the official ``remove_object``; the frames already written keep their labels
+                                    until they are tracked again
+  start_tracking() -> TrackJob      tracks on a thread of its own: forward from the earliest frame prompted since
+                                    the last complete run to the last frame, then backward from it to frame 0
+                                    (``propagate_in_video(start_frame_idx=s)`` then ``(..., reverse=True)``: the
+                                    calls a script makes; with the predictor's default ``keep_history`` their
+                                    results are the official's)
+  cancel()                          stops the job at the next frame and keeps what was done; ``start_tracking()``
+                                    without a new prompt then goes on where it stopped, and the frames it writes
+                                    are those an uninterrupted run writes, to rounding (the memory bank is rebuilt
+                                    from the host records in another slot order: ~1e-6)
+  labels(frame) -> (H, W) or None   the last label image computed for a frame (None: never tracked)
+``TrackJob``: ``done`` / ``total`` frames, ``fps``, ``running``, ``error``, ``frames`` (in the order computed),
+``wait(timeout)``. Prompts and removals while a job runs raise ``TrackingBusy``. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class TrackingBusy(RuntimeError):
+    """A prompt or removal while a tracking job runs."""
+
+
+@dataclass
+class TrackJob:
+    total: int
+    done: int = 0
+    frames: list = field(default_factory=list)
+    running: bool = True
+    cancelled: bool = False
+    error: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def fps(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.finished.wait(timeout)
+
+
+class VideoTracking:
+    """See the module docstring."""
+
+    def __init__(self, predictor, video, out_dir):
+        from ..processing.video.frames import VideoFrames
+
+        self.predictor = predictor
+        self.frames = VideoFrames.open(video, predictor.image_size)
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state = predictor.init_state(self.frames)
+        self._lock = threading.RLock()
+        self._labels: dict[int, np.ndarray] = {}
+        self._dirty: set[int] = set()  # frames prompted since the last complete run
+        self._plan: list[tuple[int, bool]] = []  # what is left of the last run: (start frame, reverse)
+        self.job: TrackJob | None = None
+        self._cancel = threading.Event()
+
+    @property
+    def num_frames(self) -> int:
+        return self.state.num_frames
+
+    @property
+    def obj_ids(self) -> list:
+        return list(self.state.obj_ids)
+
+    def _idle(self, what: str) -> None:
+        if self.job is not None and self.job.running:
+            raise TrackingBusy(f"tracking is running: cancel it before {what}")
+
+    def _label_dtype(self):
+        return np.uint16 if any(int(i) > 255 for i in self.state.obj_ids) else np.uint8
+
+    def _write(self, t: int, obj_ids: list, masks: np.ndarray) -> np.ndarray:
+        from ..cli.common import save_png
+        from ..cli.track import labels_from_logits
+
+        label = labels_from_logits(masks, obj_ids, self._label_dtype())
+        save_png(self.out / f"{t:05d}.png", label)
+        self._labels[t] = label
+        return label
+
+    # ---- prompts ---------------------------------------------------------------------------------------------
+    def prompt(self, frame, obj_id, points=None, labels=None, box=None, clear_old_points=True) -> np.ndarray:
+        with self._lock:
+            self._idle("adding a prompt")
+            t, ids, masks = self.predictor.add_new_points_or_box(
+                self.state, frame, obj_id, points=points, labels=labels, box=box, clear_old_points=clear_old_points
+            )
+            self._dirty.add(t)
+            return self._write(t, ids, masks)
+
+    def remove(self, obj_id) -> None:
+        with self._lock:
+            self._idle("removing an object")
+            if self.state.obj_idx(obj_id) is None:
+                raise KeyError(f"no object {obj_id!r}; objects: {self.state.obj_ids}")
+            self.predictor.remove_object(self.state, obj_id, need_output=False)
+            self._plan = []
+            self._dirty.update(t for track in self.state.objects for t in track.cond)
+
+    def labels(self, frame: int) -> np.ndarray | None:
+        return self._labels.get(self.frames.check_index(frame))
+
+    # ---- tracking --------------------------------------------------------------------------------------------
+    def _new_plan(self) -> list[tuple[int, bool]]:
+        if self._dirty or not self._plan:
+            prompted = self._dirty or {t for track in self.state.objects for t in track.cond}
+            if not prompted:
+                raise ValueError("nothing to track: add a prompt first")
+            s = min(prompted)
+            self._plan = [(s, False)] + ([(s, True)] if s > 0 else [])
+            self._dirty = set()
+        return list(self._plan)
+
+    def start_tracking(self) -> TrackJob:
+        with self._lock:
+            self._idle("starting another")
+            plan = self._new_plan()
+            n = self.num_frames
+            total = sum((n - s) if not rev else s + 1 for s, rev in plan)
+            self.predictor.propagate_in_video_preflight(self.state)  # bad state raises here, not on the thread
+            self._cancel.clear()
+            self.job = job = TrackJob(total)
+            threading.Thread(target=self._run, args=(job, plan), name="sam2-annotate-track", daemon=True).start()
+            return job
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _run(self, job: TrackJob, plan: list) -> None:
+        try:
+            while plan:
+                start, reverse = plan[0]
+                frames = self.predictor.propagate_in_video(self.state, start_frame_idx=start, reverse=reverse)
+                try:
+                    for t, ids, masks in frames:
+                        with self._lock:
+                            self._write(t, ids, masks)
+                        job.frames.append(t)
+                        job.done += 1
+                        nxt = t - 1 if reverse else t + 1
+                        if self._cancel.is_set():
+                            if reverse and nxt == 0:  # reverse from 0 tracks nothing: redo frame 1 (same result)
+                                plan[0] = (1, True)
+                            elif 0 <= nxt < self.num_frames:
+                                plan[0] = (nxt, reverse)
+                            else:
+                                plan.pop(0)
+                            job.cancelled = True
+                            return
+                finally:
+                    frames.close()
+                plan.pop(0)
+        except Exception as e:  # noqa: BLE001 - reported in the job
+            job.error = f"{type(e).__name__}: {e}"
+        finally:
+            with self._lock:
+                self._plan = plan
+                job.running = False
+            job.finished.set()
+
+
+__all__ = ["TrackJob", "TrackingBusy", "VideoTracking"]
