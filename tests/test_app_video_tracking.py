@@ -190,7 +190,35 @@ def test_video_api(predictor, frames_dir, tmp_path):
         jpeg = c.get("/api/video/frames/4/file")
         assert jpeg.headers["content-type"] == "image/jpeg"
         assert Image.open(io.BytesIO(jpeg.content)).size == (W, H)
-        assert c.get("/").status_code == 501
+        page = c.get("/")
+        assert page.status_code == 200 and 'id="frame"' in page.text
         assert (out / "00011.png").is_file()
         with pytest.raises(OutDirLocked):
             start_server(frames_dir, predictor, out, video=True)
+
+
+def test_annotate_command_opens_a_video(model_dir, frames_dir, tmp_path):
+    """``sam2-jax annotate FRAMES_DIR``: a directory of ``<int>.jpg`` frames opens the video view; the first line
+    printed is the URL."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from sam2_jax.cli.annotate import is_video
+
+    assert is_video(frames_dir) and not is_video(BEDROOM.parent.parent.parent.parent / "examples")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    argv = [sys.executable, "-m", "sam2_jax", "annotate", str(frames_dir), "--model", str(model_dir), "--out",
+            str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), (url, proc.stderr.read())
+        info = httpx.get(url + "api/info", timeout=60).json()
+        assert (info["mode"], info["frames"], info["width"]) == ("video", N, W)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0

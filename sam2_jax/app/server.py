@@ -78,12 +78,12 @@ def _photo_file(request):
     return FileResponse(state.photos.path(name), media_type=state.photos.media_type(name))
 
 
-def _index(request):
+def _index(request, name: str = "index.html"):
     from starlette.responses import FileResponse
 
-    page = STATIC / "index.html"
+    page = STATIC / name
     if not page.is_file():
-        return _error(404, "the page is not built (sam2_jax/app/static/index.html is missing)")
+        return _error(404, f"the page is not built (sam2_jax/app/static/{name} is missing)")
     response = FileResponse(page, media_type="text/html", headers={"Cache-Control": "no-cache"})
     token = request.app.state.annotate.token
     if token is not None and request.query_params.get("token") == token:
@@ -169,7 +169,8 @@ def create_video_app(video, model, out_dir, token=None):
 
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.routing import Route
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
 
     from ..frontends.video.predictor import Sam2VideoPredictor
     from . import video_api
@@ -188,14 +189,13 @@ def create_video_app(video, model, out_dir, token=None):
     name = model if isinstance(model, (str, Path)) else type(model).__name__
     state = video_api.VideoAnnotateState(tracking, lock, str(name), token)
 
-    def page(request):
-        return _error(501, "the page's video view is not built yet; the JSON API is (docs/annotate_api.md)")
-
     routes = [
-        Route("/", page, methods=["GET"]),
+        Route("/", lambda request: _index(request, "video.html"), methods=["GET"]),
         Route("/api/video/frames/{t:int}/file", _endpoint(video_api.frame_file, False, "image/jpeg")),
+        Route("/api/video/frames/{t:int}/overlay", _endpoint(video_api.overlay, False, "image/png")),
     ]
     routes += [Route(path, _endpoint(h, body), methods=[m]) for m, path, h, body in video_api.ROUTES]
+    routes.append(Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import validation as v
-from .masks import encode_masks
+from .masks import color_of, encode_masks
 from .video_tracking import TrackingBusy, VideoTracking
 
 
@@ -67,9 +67,21 @@ def info(state, params, body):
     import sam2_jax
 
     f = state.tracking.frames
-    return {"mode": "video", "model": state.model_name, "out": str(state.tracking.out), "frames": f.num_frames,
-            "width": f.video_width, "height": f.video_height, "fps": f.fps, "objects": state.tracking.obj_ids,
-            "version": sam2_jax.__version__}  # fmt: skip
+    tracked = [t for t in range(f.num_frames) if state.tracking.labels(t) is not None]
+    ids = state.tracking.obj_ids
+    return {
+        "mode": "video",
+        "model": state.model_name,
+        "out": str(state.tracking.out),
+        "frames": f.num_frames,
+        "width": f.video_width,
+        "height": f.video_height,
+        "fps": f.fps,
+        "objects": ids,
+        "colors": {str(i): color_of(int(i)) for i in ids},
+        "tracked": tracked,
+        "version": sam2_jax.__version__,
+    }
 
 
 def frame_file(state, params, body):
@@ -79,6 +91,24 @@ def frame_file(state, params, body):
     t = _frame(state, int(params["t"]))
     buf = io.BytesIO()
     Image.fromarray(np.asarray(state.tracking.frames.image(t))).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def overlay(state, params, body):
+    """The frame's objects as an RGBA PNG (each in its ``color_of`` colour, alpha 0.45; clear where none; all clear
+    for a frame never tracked), the size of the video."""
+    from PIL import Image
+
+    t = _frame(state, int(params["t"]))
+    h, w = _size(state)
+    rgba = np.zeros((h, w, 4), np.uint8)
+    label = state.tracking.labels(t)
+    if label is not None:
+        for i in state.tracking.obj_ids:
+            c = color_of(int(i))
+            rgba[label == i] = (int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16), 115)
+    buf = io.BytesIO()
+    Image.fromarray(rgba).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -99,7 +129,8 @@ def prompt(state, params, body):
     clear = v.boolean(body, "clear_old_points", default=True)
     label = _busy(lambda: state.tracking.prompt(t, obj, points=points, labels=labels, box=box,
                                                 clear_old_points=clear))  # fmt: skip
-    return {"frame": t, "objects": state.tracking.obj_ids, "masks": _masks(state, label)}
+    colors = {str(i): color_of(int(i)) for i in state.tracking.obj_ids}
+    return {"frame": t, "objects": state.tracking.obj_ids, "colors": colors, "masks": _masks(state, label)}
 
 
 def remove(state, params, body):

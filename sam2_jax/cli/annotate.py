@@ -1,5 +1,8 @@
 """``sam2-jax annotate DIR --model SRC --out OUT``: a local page to segment the photos of DIR by clicking.
 
+DIR may also be a video (a video file, or a directory of ``<int>.jpg`` frames; ``--video`` forces it): the page's
+video view (``app.video_tracking``), which writes ``OUT/<frame:05d>.png`` label images as ``sam2-jax track`` does.
+
 In: DIR (its top-level photos), ``--model`` (anything ``sam2_jax.load`` reads), OUT (where annotations.json,
 masks/ and images/ go; see ``docs/annotate_api.md``). Out: the first line on stdout is the page's URL (with
 ``?token=`` when there is one: any ``--host`` other than 127.0.0.1 makes a random token, ``--token`` sets one);
@@ -14,7 +17,12 @@ from .common import add_model_argument, error_line, log
 
 def register(sub) -> None:
     p = sub.add_parser("annotate", help="a local page to segment photos by clicking, saved as COCO + label PNGs")
-    p.add_argument("images", metavar="DIR", help="directory of photos (its top-level image files)")
+    p.add_argument(
+        "images",
+        metavar="DIR",
+        help="directory of photos, or a video (a video file or a directory of <int>.jpg frames: the page's video view)",
+    )
+    p.add_argument("--video", action="store_true", help="DIR is a video even if its names could be photos'")
     add_model_argument(p)
     p.add_argument("--out", required=True, help="output directory (annotations.json, masks/, images/)")
     p.add_argument("--categories", help="comma-separated category names (default: object)")
@@ -26,6 +34,19 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def is_video(path) -> bool:
+    """A video file, or a directory whose only images are ``<int>.jpg`` / ``.jpeg`` frames."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_file():
+        return True
+    if not p.is_dir():
+        return False
+    images = [f for f in p.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif")]
+    return bool(images) and all(f.stem.isdigit() and f.suffix.lower() in (".jpg", ".jpeg") for f in images)
+
+
 def run(args) -> int:
     import signal
     import sys
@@ -34,6 +55,7 @@ def run(args) -> int:
     from ..app.server import start_server
 
     categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+    video = args.video or is_video(args.images)
     try:
         handle = start_server(
             args.images,
@@ -44,12 +66,17 @@ def run(args) -> int:
             categories=categories,
             token=args.token,
             cache_mb=args.cache_mb,
+            video=video,
         )
     except (ValueError, OSError, KeyError) as e:
         print(error_line(e), file=sys.stderr, flush=True)
         return 1
     print(handle.url, flush=True)
-    log(f"annotating {len(handle.app_state.photos)} photos of {args.images} into {args.out}; Ctrl-C stops")
+    if video:
+        log(f"annotating the {handle.app_state.tracking.num_frames} frames of {args.images} into {args.out}; "
+            "Ctrl-C stops")  # fmt: skip
+    else:
+        log(f"annotating {len(handle.app_state.photos)} photos of {args.images} into {args.out}; Ctrl-C stops")
     if args.open:
         import webbrowser
 
