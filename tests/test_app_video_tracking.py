@@ -6,6 +6,7 @@ mode's JSON API. A randomised 256-px video model (``reference.tracking_test_conf
 from __future__ import annotations
 
 import io
+import json
 import pathlib
 import time
 
@@ -63,7 +64,8 @@ def _run(tracking: VideoTracking):
 
 
 def test_labels_equal_track_command(predictor, model_dir, frames_dir, tmp_path):
-    """Clicks on frame 0 and a box on frame 5, tracked: the same label images as ``sam2-jax track``."""
+    """Clicks on frame 0 and a box on frame 5, tracked: the same label images as ``sam2-jax track``; restarted
+    on the same OUT, the saved masks and objects are back."""
     tracking = VideoTracking(predictor, frames_dir, tmp_path / "page")
     _first_prompts(tracking)
     job = _run(tracking)
@@ -76,6 +78,24 @@ def test_labels_equal_track_command(predictor, model_dir, frames_dir, tmp_path):
     assert (ref == 1).any() and (ref == 2).any()
     np.testing.assert_array_equal(ours, ref)
     np.testing.assert_array_equal(tracking.labels(N - 1), ref[-1])
+
+    # a restart on the same OUT shows what was tracked (video.json), and tracking again gives the same labels
+    record = json.loads((tmp_path / "page" / "video.json").read_text())
+    assert sorted(map(int, record["masks"])) == list(range(N))
+    assert [c["call"] for c in record["calls"]] == ["prompt"] * 2
+    again = VideoTracking(predictor, frames_dir, tmp_path / "page")
+    assert again.obj_ids == [1, 2]
+    for t in range(N):
+        np.testing.assert_array_equal(again.labels(t), ref[t])
+    job = _run(again)
+    assert job.frames == list(range(N))
+    np.testing.assert_array_equal(_labels(tmp_path / "page"), ref)
+    short = tmp_path / "short"
+    short.mkdir()
+    for i in range(3):
+        (short / f"{i}.jpg").write_bytes((frames_dir / f"{i}.jpg").read_bytes())
+    with pytest.raises(ValueError, match="of another video"):
+        VideoTracking(predictor, short, tmp_path / "page")
 
 
 def test_correction_then_tracking_again_equals_predictor(predictor, frames_dir, tmp_path):

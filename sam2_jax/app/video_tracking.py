@@ -21,16 +21,28 @@ object with the highest logit > 0), as frames are computed.
   labels(frame) -> (H, W) or None   the last label image computed for a frame (None: never tracked)
 ``TrackJob``: ``done`` / ``total`` frames, ``fps``, ``running``, ``error``, ``frames`` (in the order computed),
 ``wait(timeout)``. Prompts and removals while a job runs raise ``TrackingBusy``. Thread-safe.
+
+``out_dir/video.json`` (``FORMAT``), rewritten atomically after each prompt and removal and at most once a second
+while tracking: the video's frame count and size, every call made (prompts and removals, in order) and, per
+tracked frame, each object's mask as COCO RLE. A restart on the same OUT (also after kill -9) replays the calls on
+a fresh state and shows the tracked frames' saved masks; the first ``start_tracking()`` then re-tracks from the
+earliest prompt, which rebuilds what corrections need (a correction made before it is a conditioning prompt
+on a state that has not tracked, as the same calls on a fresh official state). A ``video.json`` of another video
+is refused with a message naming it.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+FORMAT = "sam2-jax video annotations 1"
+RECORD = "video.json"
 
 
 class TrackingBusy(RuntimeError):
@@ -74,6 +86,70 @@ class VideoTracking:
         self._plan: list[tuple[int, bool]] = []  # what is left of the last run: (start frame, reverse)
         self.job: TrackJob | None = None
         self._cancel = threading.Event()
+        self._calls: list[dict] = []
+        self._saved_at = 0.0
+        self._replaying = False
+        self._resume()
+
+    # ---- the record in OUT ------------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        path = self.out / RECORD
+        if not path.is_file():
+            return
+        try:
+            rec = json.loads(path.read_text())
+            if rec.get("format") != FORMAT:
+                raise ValueError(f"unknown format {rec.get('format')!r}")
+        except (ValueError, OSError) as e:
+            raise ValueError(f"{path} is not a sam2-jax video record: {e}") from None
+        f = self.frames
+        here = [f.num_frames, f.video_width, f.video_height]
+        if [rec["frames"], rec["width"], rec["height"]] != here:
+            theirs = f"{rec['frames']} frames of {rec['width']} x {rec['height']}"
+            raise ValueError(
+                f"{path} is of another video ({theirs}; this one: {here[0]} of {here[1]} x {here[2]}): choose "
+                "another --out"
+            )
+        self._replaying = True  # neither PNGs nor the record are rewritten while the calls are replayed
+        try:
+            self._replay(rec["calls"])
+        finally:
+            self._replaying = False
+        from ..processing.rle import rle_to_mask
+
+        for t, masks in rec["masks"].items():
+            label = np.zeros((f.video_height, f.video_width), self._label_dtype())
+            for obj, rle in masks.items():
+                label[rle_to_mask(rle).astype(bool)] = int(obj)
+            self._labels[int(t)] = label
+        self._dirty = {c["frame"] for c in rec["calls"] if c["call"] == "prompt"}
+
+    def _replay(self, calls: list) -> None:
+        for call in calls:
+            if call["call"] == "prompt":
+                args = {k: call[k] for k in ("points", "labels", "box", "clear_old_points")}
+                self.prompt(call["frame"], call["obj_id"], **args)
+            else:
+                self.remove(call["obj_id"])
+
+    def _save(self, force: bool = True) -> None:
+        from ..utils.atomic import atomic_write
+        from .masks import encode_masks
+
+        now = time.monotonic()
+        if self._replaying or (not force and now - self._saved_at < 1.0):
+            return
+        self._saved_at = now
+        ids = list(self.state.obj_ids)
+        masks = {}
+        for t in sorted(self._labels):
+            label = self._labels[t]
+            rles = encode_masks(np.stack([label == i for i in ids])) if ids else []
+            masks[str(t)] = {str(i): r["segmentation"] for i, r in zip(ids, rles, strict=True) if r["area"] > 0}
+        f = self.frames
+        rec = {"format": FORMAT, "frames": f.num_frames, "width": f.video_width, "height": f.video_height,
+               "objects": ids, "calls": self._calls, "masks": masks}  # fmt: skip
+        atomic_write(self.out / RECORD, lambda fh: fh.write(json.dumps(rec).encode()))
 
     @property
     def num_frames(self) -> int:
@@ -95,7 +171,8 @@ class VideoTracking:
         from ..cli.track import labels_from_logits
 
         label = labels_from_logits(masks, obj_ids, self._label_dtype())
-        save_png(self.out / f"{t:05d}.png", label)
+        if not self._replaying:
+            save_png(self.out / f"{t:05d}.png", label)
         self._labels[t] = label
         return label
 
@@ -107,7 +184,14 @@ class VideoTracking:
                 self.state, frame, obj_id, points=points, labels=labels, box=box, clear_old_points=clear_old_points
             )
             self._dirty.add(t)
-            return self._write(t, ids, masks)
+            label = self._write(t, ids, masks)
+            as_list = lambda a, kind: None if a is None else np.asarray(a, kind).tolist()  # noqa: E731
+            call = {"call": "prompt", "frame": t, "obj_id": int(obj_id), "points": as_list(points, float),
+                    "labels": as_list(labels, int), "box": as_list(box, float),
+                    "clear_old_points": bool(clear_old_points)}  # fmt: skip
+            self._calls.append(call)
+            self._save()
+            return label
 
     def remove(self, obj_id) -> None:
         with self._lock:
@@ -117,6 +201,8 @@ class VideoTracking:
             self.predictor.remove_object(self.state, obj_id, need_output=False)
             self._plan = []
             self._dirty.update(t for track in self.state.objects for t in track.cond)
+            self._calls.append({"call": "remove", "obj_id": obj_id})
+            self._save()
 
     def labels(self, frame: int) -> np.ndarray | None:
         return self._labels.get(self.frames.check_index(frame))
@@ -156,6 +242,7 @@ class VideoTracking:
                     for t, ids, masks in frames:
                         with self._lock:
                             self._write(t, ids, masks)
+                            self._save(force=False)
                         job.frames.append(t)
                         job.done += 1
                         nxt = t - 1 if reverse else t + 1
@@ -177,6 +264,10 @@ class VideoTracking:
             with self._lock:
                 self._plan = plan
                 job.running = False
+                try:
+                    self._save()
+                except Exception as e:  # noqa: BLE001 - reported in the job
+                    job.error = job.error or f"saving {RECORD}: {type(e).__name__}: {e}"
             job.finished.set()
 
 
