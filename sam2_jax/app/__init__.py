@@ -3,8 +3,9 @@
 Components, one per module: ``photos`` (the listing of DIR and safe access to its photos), ``worker`` (the one
 model thread), ``engine`` (the predictor, embedding cache, predictions and mask-generator jobs), ``store`` (OUT:
 annotations.json, masks/, images/, .lock), ``masks`` (RLE, boxes, polygons), ``validation`` (request checks),
-``access`` (the token), ``api`` (the handlers) and ``server`` (``create_app``, ``start_server``). ``static/``
-holds the page.
+``access`` (the token), ``api`` (the handlers) and ``server`` (``create_app``, ``start_server``); the video view's
+``video_tracking`` (prompts, the tracking job, OUT's label PNGs and video.json) and ``video_api`` (its handlers,
+``server.create_video_app``). ``static/`` holds the page (``index.html``, and ``video.html`` for a video).
 
 ``show(images_dir, model, out_dir, height=700)`` starts a loopback server and shows the page in a notebook cell
 (``IPython.display.IFrame``); it returns the ``ServerHandle`` (``.url``, ``.stop()``).
