@@ -99,11 +99,11 @@ def test_track_video_file_kill_and_resume(model_dir, video, tmp_path, monkeypatc
     real_save = common.save_png
     written = []
 
-    def killing_save(path, array):
+    def killing_save(path, array, **kw):
         if len(written) == 6:
             raise Killed
         written.append(path)
-        real_save(path, array)
+        real_save(path, array, **kw)
 
     monkeypatch.setattr(common, "save_png", killing_save)
     with pytest.raises(Killed):
@@ -116,7 +116,7 @@ def test_track_video_file_kill_and_resume(model_dir, video, tmp_path, monkeypatc
 
     # the rerun continues from the saved chunk and writes the same bytes as the uninterrupted run
     written.clear()
-    monkeypatch.setattr(common, "save_png", lambda p, a: (written.append(p), real_save(p, a)))
+    monkeypatch.setattr(common, "save_png", lambda p, a, **kw: (written.append(p), real_save(p, a, **kw)))
     assert main([*argv, "--out", str(out)]) == 0
     assert "resuming" in capsys.readouterr().err
     assert len(written) == 8  # frames 7..11 and 2..0: nothing before the checkpoint again
@@ -151,6 +151,26 @@ def test_track_jpeg_directory_frame_range_uint16(model_dir, tmp_path):
         assert (webp.n_frames, webp.size) == (4, (W, H))  # fps unknown for a directory: 10
 
 
+def test_track_palette_pngs(model_dir, tmp_path):
+    """``--palette``: DAVIS / YouTube-VOS palette PNGs holding the same values as the grey-level ones."""
+    from sam2_jax.processing.palette import davis_palette
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, f in enumerate(_frames(3)):
+        Image.fromarray(f).save(frames / f"{i}.jpg", quality=95)
+    argv = ["track", str(frames), "--point", "0:240,130:2", "--point", "1:100,200:5", "--model", str(model_dir)]
+    assert main([*argv, "--out", str(tmp_path / "grey"), "--no-progress"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "davis"), "--palette", "--no-progress"]) == 0
+    for t in range(3):
+        with Image.open(tmp_path / "davis" / f"{t:05d}.png") as im, Image.open(tmp_path / "grey" / f"{t:05d}.png") as g:
+            assert im.mode == "P" and g.mode == "L"
+            np.testing.assert_array_equal(np.asarray(im), np.asarray(g))
+            assert np.array_equal(np.asarray(im.getpalette()[:768]).reshape(256, 3), davis_palette())
+    assert {2, 5} <= set(np.unique(np.asarray(Image.open(tmp_path / "davis" / "00001.png"))))
+    assert davis_palette()[:4].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]  # the VOC colours
+
+
 def test_labels_from_logits():
     logits = np.full((3, 1, 2, 3), -5.0, np.float32)
     logits[0, 0, 0] = [1.0, 2.0, -1.0]
@@ -174,6 +194,7 @@ def test_labels_from_logits():
         (["--point", "3;10,10"], "--point must be FRAME:X,Y[:OBJ]"),
         (["--point", "3:10,10:0"], "OBJ in 1..65535"),
         (["--box", "3:10,10,20"], "--box must be FRAME:X1,Y1,X2,Y2[:OBJ]"),
+        (["--point", "3:10,10:300", "--palette"], "--palette: a palette PNG holds object ids up to 255"),
     ],
 )
 def test_track_bad_input(video, tmp_path, capsys, args, message):

@@ -161,10 +161,10 @@ def create_app(images_dir, model, out_dir, categories=None, token=None, cache_mb
     return app
 
 
-def create_video_app(video, model, out_dir, token=None):
+def create_video_app(video, model, out_dir, token=None, palette=False):
     """The video mode's app (``video_api``): ``video`` a video file or a directory of ``<int>.jpg`` frames,
-    ``model`` anything ``Sam2VideoPredictor.from_pretrained`` reads or a ``Sam2VideoPredictor``. The page's video
-    view is not built yet: ``GET /`` answers 501 and the JSON API serves scripts."""
+    ``model`` anything ``Sam2VideoPredictor.from_pretrained`` reads or a ``Sam2VideoPredictor``; ``GET /`` the
+    video view (``static/video.html``); ``palette``: the label images as palette PNGs (``VideoTracking``)."""
     import contextlib
 
     from starlette.applications import Starlette
@@ -182,7 +182,7 @@ def create_video_app(video, model, out_dir, token=None):
     lock = lock_out(out)
     try:
         predictor = model if isinstance(model, Sam2VideoPredictor) else Sam2VideoPredictor.from_pretrained(model)
-        tracking = VideoTracking(predictor, video, out)
+        tracking = VideoTracking(predictor, video, out, palette=palette)
     except BaseException:
         lock.close()
         raise
@@ -235,13 +235,14 @@ class ServerHandle:
 
 
 def start_server(images_dir, model, out_dir, host=LOOPBACK, port=0, categories=None, token=None, video=False, **kw):
-    """See the module docstring; ``kw`` goes to ``create_app`` (``cache_mb``, ``prefetch``). ``video=True``:
-    ``images_dir`` is a video (file or frames directory) and the app is ``create_video_app``'s."""
+    """See the module docstring; ``kw`` goes to ``create_app`` (``cache_mb``, ``prefetch``) or, with
+    ``video=True``, to ``create_video_app`` (``palette``): ``images_dir`` is then a video (file or frames
+    directory)."""
     import uvicorn
 
     token = make_token(host, token)
     if video:
-        app = create_video_app(images_dir, model, out_dir, token=token)
+        app = create_video_app(images_dir, model, out_dir, token=token, **kw)
     else:
         app = create_app(images_dir, model, out_dir, categories=categories, token=token, **kw)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)

@@ -127,8 +127,11 @@ def prompt(state, params, body):
     if points is None and box is None:
         raise v.ApiError(400, "give 'points' (with 'labels') or a 'box'")
     clear = v.boolean(body, "clear_old_points", default=True)
-    label = _busy(lambda: state.tracking.prompt(t, obj, points=points, labels=labels, box=box,
-                                                clear_old_points=clear))  # fmt: skip
+    try:
+        label = _busy(lambda: state.tracking.prompt(t, obj, points=points, labels=labels, box=box,
+                                                    clear_old_points=clear))  # fmt: skip
+    except ValueError as e:  # what the predictor refuses (an id a palette PNG cannot hold, ...)
+        raise v.ApiError(400, str(e)) from None
     colors = {str(i): color_of(int(i)) for i in state.tracking.obj_ids}
     return {"frame": t, "objects": state.tracking.obj_ids, "colors": colors, "masks": _masks(state, label)}
 

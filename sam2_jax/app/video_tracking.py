@@ -1,9 +1,10 @@
 """The video mode's tracking, without HTTP: prompts on any frame, a tracking job that streams, cancels and resumes.
 
-``VideoTracking(predictor, video, out_dir)`` owns one ``Sam2VideoPredictor`` state of ``video`` (a video file, a
-directory of frames or a ``VideoFrames``; decoded lazily) and writes ``out_dir/<frame:05d>.png`` label images,
-the same files ``sam2-jax track`` writes (``cli.track.labels_from_logits``: 0 background, else the id of the
-object with the highest logit > 0), as frames are computed.
+``VideoTracking(predictor, video, out_dir, palette=False)`` owns one ``Sam2VideoPredictor`` state of ``video``
+(a video file, a directory of frames or a ``VideoFrames``; decoded lazily) and writes ``out_dir/<frame:05d>.png``
+label images, the same files ``sam2-jax track`` writes (``cli.track.labels_from_logits``: 0 background, else the
+id of the object with the highest logit > 0; ``palette``: DAVIS / YouTube-VOS palette PNGs, ids up to 255, as
+``track --palette``), as frames are computed.
 
   prompt(frame, obj_id, points=None, labels=None, box=None, clear_old_points=True) -> (H, W) label image of that
       frame (``add_new_points_or_box``; points / box in the video's pixels)
@@ -24,11 +25,13 @@ object with the highest logit > 0), as frames are computed.
 
 ``out_dir/video.json`` (``FORMAT``), rewritten atomically after each prompt and removal and at most once a second
 while tracking: the video's frame count and size, every call made (prompts and removals, in order) and, per
-tracked frame, each object's mask as COCO RLE. A restart on the same OUT (also after kill -9) replays the calls on
-a fresh state and shows the tracked frames' saved masks; the first ``start_tracking()`` then re-tracks from the
-earliest prompt, which rebuilds what corrections need (a correction made before it is a conditioning prompt
-on a state that has not tracked, as the same calls on a fresh official state). A ``video.json`` of another video
-is refused with a message naming it.
+tracked frame, each object's mask as COCO RLE. Just before it, the tracking state goes to ``out_dir/.tracking/``
+(``frontends.video.state_dir``: each tracked frame's records written once, a small head rewritten), with what is
+left of the tracking plan. A restart on the same OUT (also after kill -9 mid-track) shows the tracked frames'
+saved masks and restores that state, so ``start_tracking()`` carries on from the last frame saved, as ``sam2-jax
+track`` does; corrections on tracked frames have what they need. Without a state of the same calls (an older
+OUT), the calls are replayed on a fresh state and the first ``start_tracking()`` re-tracks from the earliest
+prompt. A ``video.json`` of another video is refused with a message naming it.
 """
 
 from __future__ import annotations
@@ -36,13 +39,17 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..frontends.video.state_dir import TrackingStateDir
+
 FORMAT = "sam2-jax video annotations 1"
 RECORD = "video.json"
+STATE_DIR = ".tracking"  # in OUT: the tracking state (``frontends.video.state_dir``)
 
 
 class TrackingBusy(RuntimeError):
@@ -72,10 +79,11 @@ class TrackJob:
 class VideoTracking:
     """See the module docstring."""
 
-    def __init__(self, predictor, video, out_dir):
+    def __init__(self, predictor, video, out_dir, palette: bool = False):
         from ..processing.video.frames import VideoFrames
 
         self.predictor = predictor
+        self.palette = palette
         self.frames = VideoFrames.open(video, predictor.image_size)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +97,8 @@ class VideoTracking:
         self._calls: list[dict] = []
         self._saved_at = 0.0
         self._replaying = False
+        self._position: list | None = None  # while a job runs: what is left of its plan after the last frame
+        self._state_dir = TrackingStateDir(self.out / STATE_DIR)
         self._resume()
 
     # ---- the record in OUT ------------------------------------------------------------------------------------
@@ -110,11 +120,29 @@ class VideoTracking:
                 f"{path} is of another video ({theirs}; this one: {here[0]} of {here[1]} x {here[2]}): choose "
                 "another --out"
             )
-        self._replaying = True  # neither PNGs nor the record are rewritten while the calls are replayed
+        if bool(rec.get("palette", False)) != self.palette:
+            written = "palette" if rec.get("palette") else "grey-level"
+            raise ValueError(
+                f"{path}: the label images in {self.out} are {written} PNGs: pass --palette "
+                f"{'again' if rec.get('palette') else 'only for a new --out'}, or choose another --out"
+            )
         try:
-            self._replay(rec["calls"])
-        finally:
-            self._replaying = False
+            info = self._state_dir.load(self.state)
+        except ValueError as e:  # damaged: the calls are replayed instead
+            warnings.warn(f"{e}; replaying the calls of {path.name} instead", stacklevel=2)
+            info = None
+        if info is not None and info.get("calls") == len(rec["calls"]):  # the tracking state of these calls
+            self._calls = list(rec["calls"])
+            self._plan = [(int(s), bool(r)) for s, r in info["plan"]]
+            self._dirty = set(info["dirty"])
+        else:  # none saved (or saved with another call): the calls again, on a fresh state
+            self.state.obj_ids, self.state.objects = [], []
+            self._replaying = True  # neither PNGs nor the record are rewritten while the calls are replayed
+            try:
+                self._replay(rec["calls"])
+            finally:
+                self._replaying = False
+            self._dirty = {c["frame"] for c in rec["calls"] if c["call"] == "prompt"}
         from ..processing.rle import rle_to_mask
 
         for t, masks in rec["masks"].items():
@@ -122,7 +150,6 @@ class VideoTracking:
             for obj, rle in masks.items():
                 label[rle_to_mask(rle).astype(bool)] = int(obj)
             self._labels[int(t)] = label
-        self._dirty = {c["frame"] for c in rec["calls"] if c["call"] == "prompt"}
 
     def _replay(self, calls: list) -> None:
         for call in calls:
@@ -146,9 +173,12 @@ class VideoTracking:
             label = self._labels[t]
             rles = encode_masks(np.stack([label == i for i in ids])) if ids else []
             masks[str(t)] = {str(i): r["segmentation"] for i, r in zip(ids, rles, strict=True) if r["area"] > 0}
+        plan = self._plan if self._position is None else self._position
+        info = {"calls": len(self._calls), "plan": plan, "dirty": sorted(self._dirty)}
+        self._state_dir.save(self.state, info)  # before the record: its calls are those of a saved state
         f = self.frames
         rec = {"format": FORMAT, "frames": f.num_frames, "width": f.video_width, "height": f.video_height,
-               "objects": ids, "calls": self._calls, "masks": masks}  # fmt: skip
+               "objects": ids, "calls": self._calls, "masks": masks, "palette": self.palette}  # fmt: skip
         atomic_write(self.out / RECORD, lambda fh: fh.write(json.dumps(rec).encode()))
 
     @property
@@ -172,7 +202,7 @@ class VideoTracking:
 
         label = labels_from_logits(masks, obj_ids, self._label_dtype())
         if not self._replaying:
-            save_png(self.out / f"{t:05d}.png", label)
+            save_png(self.out / f"{t:05d}.png", label, palette=self.palette)
         self._labels[t] = label
         return label
 
@@ -180,6 +210,8 @@ class VideoTracking:
     def prompt(self, frame, obj_id, points=None, labels=None, box=None, clear_old_points=True) -> np.ndarray:
         with self._lock:
             self._idle("adding a prompt")
+            if self.palette and int(obj_id) > 255:
+                raise ValueError(f"a palette PNG holds object ids up to 255, got object {obj_id}")
             t, ids, masks = self.predictor.add_new_points_or_box(
                 self.state, frame, obj_id, points=points, labels=labels, box=box, clear_old_points=clear_old_points
             )
@@ -242,17 +274,12 @@ class VideoTracking:
                     for t, ids, masks in frames:
                         with self._lock:
                             self._write(t, ids, masks)
+                            self._position = _rest(plan, t, reverse, self.num_frames)
                             self._save(force=False)
                         job.frames.append(t)
                         job.done += 1
-                        nxt = t - 1 if reverse else t + 1
                         if self._cancel.is_set():
-                            if reverse and nxt == 0:  # reverse from 0 tracks nothing: redo frame 1 (same result)
-                                plan[0] = (1, True)
-                            elif 0 <= nxt < self.num_frames:
-                                plan[0] = (nxt, reverse)
-                            else:
-                                plan.pop(0)
+                            plan[:] = self._position
                             job.cancelled = True
                             return
                 finally:
@@ -262,13 +289,21 @@ class VideoTracking:
             job.error = f"{type(e).__name__}: {e}"
         finally:
             with self._lock:
-                self._plan = plan
+                self._plan, self._position = plan, None
                 job.running = False
                 try:
                     self._save()
                 except Exception as e:  # noqa: BLE001 - reported in the job
                     job.error = job.error or f"saving {RECORD}: {type(e).__name__}: {e}"
             job.finished.set()
+
+
+def _rest(plan: list, t: int, reverse: bool, n: int) -> list:
+    """What is left of ``plan`` once frame ``t`` of its first run is done."""
+    nxt = t - 1 if reverse else t + 1
+    if reverse and nxt == 0:  # reverse from frame 0 tracks nothing: redo frame 1 (the same result)
+        return [(1, True)] + plan[1:]
+    return ([(nxt, reverse)] if 0 <= nxt < n else []) + plan[1:]
 
 
 __all__ = ["TrackJob", "TrackingBusy", "VideoTracking"]

@@ -29,6 +29,7 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need the token)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
     p.add_argument("--token", help="access token (default: none on 127.0.0.1, random elsewhere)")
+    p.add_argument("--palette", action="store_true", help="video: DAVIS / YouTube-VOS palette label PNGs (ids <= 255)")
     p.add_argument("--cache-mb", type=float, default=1024, help="memory for cached embeddings in MiB (default 1024)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     p.set_defaults(func=run)
@@ -56,6 +57,10 @@ def run(args) -> int:
 
     categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     video = args.video or is_video(args.images)
+    if args.palette and not video:
+        print("error: --palette is for a video (its label PNGs); photos are saved as COCO", file=sys.stderr)
+        return 1
+    options = {"palette": args.palette} if video else {"cache_mb": args.cache_mb}
     try:
         handle = start_server(
             args.images,
@@ -65,8 +70,8 @@ def run(args) -> int:
             port=args.port,
             categories=categories,
             token=args.token,
-            cache_mb=args.cache_mb,
             video=video,
+            **options,
         )
     except (ValueError, OSError, KeyError) as e:
         print(error_line(e), file=sys.stderr, flush=True)

@@ -63,10 +63,14 @@ def load_image(path: str) -> np.ndarray:
         raise SystemExit(f"error: {e}") from None
 
 
-def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write ``array`` as a PNG atomically, creating the parent directory."""
+def save_png(path: str | os.PathLike, array: np.ndarray, palette: bool = False) -> None:
+    """Write ``array`` as a PNG atomically, creating the parent directory; ``palette``: an (H, W) label image
+    as a DAVIS / YouTube-VOS palette PNG (``processing.palette``; ids up to 255)."""
     from PIL import Image
+
+    from ..processing.palette import palette_image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
+    image = palette_image(array) if palette else Image.fromarray(array)
+    atomic_write(path, lambda f: image.save(f, format="PNG"))

@@ -6,8 +6,10 @@ video's pixels: ``--point FRAME:X,Y[:OBJ]`` (positive click), ``--negative FRAME
 FRAME:X1,Y1,X2,Y2[:OBJ]``; ``--frames START:END`` tracks only frames START..END-1.
 Out, in DIR: ``<frame>.png`` for every frame, the frame index zero-padded to 5 digits: a label image, 0 background,
 else the id of the object whose mask logit is highest there (among those > 0; ties to the object prompted first),
-8-bit, or 16-bit when an id is above 255. With ``--overlay``: ``overlay/<frame>.jpg``, the masks drawn over the
-frames, and ``preview.gif`` (or ``.webp``, ``--preview``), an animation of them at the video's frame rate.
+8-bit, or 16-bit when an id is above 255; ``--palette``: DAVIS / YouTube-VOS palette PNGs (the same values, ids up
+to 255, drawn in the DAVIS colours: ``processing.palette``). With ``--overlay``: ``overlay/<frame>.jpg``, the
+masks drawn over the frames, and ``preview.gif`` (or ``.webp``, ``--preview``), an animation of them at the
+video's frame rate.
 
 Tracking starts at the earliest prompted frame and goes forward to the end, then backward from it to the first
 frame, in chunks of ``--checkpoint-every`` frames (``Sam2VideoPredictor`` with ``keep_history=False``). After each
@@ -78,6 +80,7 @@ def register(sub) -> None:
     parser.add_argument("--out", required=True, help="output directory (label PNGs, overlays, state)")
     add_model_argument(parser)
     parser.add_argument("--overlay", action="store_true", help="also write overlays and an animated preview")
+    parser.add_argument("--palette", action="store_true", help="DAVIS / YouTube-VOS palette PNGs (ids up to 255)")
     parser.add_argument("--preview", choices=["gif", "webp"], default="gif", help="preview format (default gif)")
     parser.add_argument("--frames", type=frames_type, metavar="START:END", help="track frames START..END-1 only")
     parser.add_argument("--checkpoint-every", type=int, default=16, metavar="N", help="save the state every N frames")
@@ -185,6 +188,8 @@ def run(args) -> int:
     width, height = base.video_width, base.video_height
     prompts = _prompts(args, base.num_frames, start, end, width, height)
     obj_order = sorted({obj for _, obj in prompts})
+    if args.palette and obj_order[-1] > 255:
+        raise ValueError(f"--palette: a palette PNG holds object ids up to 255, got object {obj_order[-1]}")
     dtype = np.uint8 if obj_order[-1] <= 255 else np.uint16
     manifest = {
         "video": _fingerprint(args.video), "num_frames": base.num_frames, "size": [width, height],
@@ -192,6 +197,8 @@ def run(args) -> int:
         "prompts": [[f, o, p["points"], p["labels"], p["box"]] for (f, o), p in sorted(prompts.items())],
         "checkpoint_every": args.checkpoint_every, "overlay": args.overlay, "preview": args.preview,
     }  # fmt: skip
+    if args.palette:
+        manifest["palette"] = True
     out = Path(args.out)
     state_file = out / STATE_FILE
     saved = None
@@ -246,7 +253,7 @@ def run(args) -> int:
                     continue  # written going forward
                 label = labels_from_logits(masks, obj_ids, dtype)
                 name = f"{start + t:0{digits}d}"
-                save_png(out / f"{name}.png", label)
+                save_png(out / f"{name}.png", label, palette=args.palette)
                 if args.overlay:
                     drawn = overlay(frames.image(t), np.stack([label == i for i in obj_ids]))
                     _save_image(out / "overlay" / f"{name}.jpg", drawn, "JPEG", quality=90)
