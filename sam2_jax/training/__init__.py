@@ -1,9 +1,11 @@
 """Fine-tuning SAM 2 with optax: the official losses (``losses``), training prompt simulation (``prompts``), a
 jitted train step (``step``), datasets of instance masks (``data``: PNG directories, ``coco``: COCO JSON) with a
-deterministic resumable loader (``loader``), generated shape datasets (``synthetic``), per-param learning-rate scales
-(``lr_scales``: a lower encoder rate, layer-wise decay over the Hiera trunk), and the data-parallel ``Trainer``
-(``trainer``: its jitted functions ``jitted``, ``embedding_cache``, ``evaluation``, multi-host ``multihost``) with
-its resumable run directory (``train_state``, ``checkpoint``)."""
+deterministic resumable loader (``loader``), video datasets (``video_data``: DAVIS / YouTube-VOS, SA-V, the page's
+video records; read by ``video_sources``) with the official clip sampler (``video_sampling``), generated shape
+datasets (``synthetic``), per-param learning-rate scales (``lr_scales``: a lower encoder rate, layer-wise decay over
+the Hiera trunk), and the data-parallel ``Trainer`` (``trainer``: its jitted functions ``jitted``,
+``embedding_cache``, ``evaluation``, multi-host ``multihost``) with its resumable run directory (``train_state``,
+``checkpoint``)."""
 
 from .data import Example, SegmentationDataset
 from .embedding_cache import EmbeddingCache
@@ -16,6 +18,8 @@ from .step import TrainStep, make_optimizer, make_train_step, trainable_labels
 from .synthetic import make_shapes_example, write_coco, write_shapes_dataset
 from .train_state import RunDirectory
 from .trainer import Trainer
+from .video_data import VideoClip, VideoDataset
+from .video_sampling import ClipSample, VideoClipSource, sample_clip
 
 __all__ = [
     "EmbeddingCache",
@@ -46,4 +50,9 @@ __all__ = [
     "sample_initial_prompt",
     "scale_by_lr_scales",
     "trainable_labels",
+    "ClipSample",
+    "VideoClip",
+    "VideoClipSource",
+    "VideoDataset",
+    "sample_clip",
 ]
