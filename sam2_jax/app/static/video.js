@@ -19,6 +19,8 @@
     el.textContent = text || "";
     el.className = error ? "error" : "";
   }
+  // a call made from an event: its failure is shown in the status line (api() already put a refusal there)
+  const shown = (promise) => promise.catch((e) => status(e.message, true));
   async function api(method, path, body) {
     const headers = {};
     if (TOKEN) headers["X-Sam2-Token"] = TOKEN;
@@ -111,7 +113,7 @@
       li.innerHTML = `<span class="swatch"></span><span>object ${id}</span><button title="remove">&times;</button>`;
       li.querySelector(".swatch").style.background = S.colors[id] || "#888";
       li.onclick = () => { S.selected = id; renderObjects(); };
-      li.querySelector("button").onclick = (e) => { e.stopPropagation(); removeObject(id); };
+      li.querySelector("button").onclick = (e) => { e.stopPropagation(); shown(removeObject(id)); };
       ul.appendChild(li);
     }
     if (S.selected !== null && !S.objects.includes(S.selected)) {
@@ -202,10 +204,11 @@
     if (!down) return;
     const d = down;
     down = null;
-    if (d.box) prompt({ box: d.box.map((v, i) => Math.max(0, Math.min(i % 2 ? S.height : S.width, v))) });
+    if (d.box) shown(prompt({ box: d.box.map((v, i) => Math.max(0, Math.min(i % 2 ? S.height : S.width, v))) }));
     else if (e.target === canvas) {
       const [x, y] = d.p;
-      prompt({ points: [[x, y]], labels: [d.neg ? 0 : 1], clear_old_points: false }, { x, y, label: d.neg ? 0 : 1 });
+      shown(prompt({ points: [[x, y]], labels: [d.neg ? 0 : 1], clear_old_points: false },
+        { x, y, label: d.neg ? 0 : 1 }));
     }
   });
   document.addEventListener("keydown", (e) => {
@@ -213,10 +216,12 @@
     const step = e.shiftKey ? 10 : 1;
     if (e.key === "ArrowRight") go(S.frame + step, performance.now());
     else if (e.key === "ArrowLeft") go(S.frame - step, performance.now());
-    else if (e.key === "t") track();
-    else if (e.key === "Escape") cancel();
+    else if (e.key === "t") shown(track());
+    else if (e.key === "Escape") shown(cancel());
     else if (e.key === "o") newObject();
-    else if (e.key === "Delete" && S.selected !== null && S.objects.includes(S.selected)) removeObject(S.selected);
+    else if (e.key === "Delete" && S.selected !== null && S.objects.includes(S.selected)) {
+      shown(removeObject(S.selected));
+    }
     else return;
     e.preventDefault();
   });
@@ -228,8 +233,8 @@
   const buttons = { "btn-back10": -10, "btn-back": -1, "btn-fwd": 1, "btn-fwd10": 10 };
   for (const [id, d] of Object.entries(buttons)) $(id).onclick = () => go(S.frame + d, performance.now());
   $("btn-new").onclick = newObject;
-  $("btn-track").onclick = track;
-  $("btn-cancel").onclick = cancel;
+  $("btn-track").onclick = () => shown(track());
+  $("btn-cancel").onclick = () => shown(cancel());
   window.addEventListener("resize", fit);
 
   (async function start() {
