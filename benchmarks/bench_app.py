@@ -2,6 +2,8 @@
 
     python benchmarks/bench_app.py [--model CHECKPOINT] [--clicks 30] [--image examples/truck.jpg]
         [--switches 3] [--stay 3.0]
+    python benchmarks/bench_app.py --video [--model CHECKPOINT] [--frames 16] [--scrubs 30]: the video view
+        against ``sam2-jax track`` (``bench_app_video.py``)
 
 ``--model``: anything ``sam2_jax.load`` reads; by default a randomised model of the real tiny size
 (``sam2_jax.get_config("tiny")``, 1024 px input, random params from ``tests.reference.random_params``; speed does
@@ -127,9 +129,16 @@ def main() -> None:
     ap.add_argument("--image", default=str(ROOT / "examples" / "truck.jpg"))
     ap.add_argument("--switches", type=int, default=3)
     ap.add_argument("--stay", type=float, default=3.0, help="seconds on a photo before pressing n")
+    ap.add_argument("--video", action="store_true", help="the video view against sam2-jax track (bench_app_video)")
+    ap.add_argument("--frames", type=int, default=16, help="--video: frames of the clip")
+    ap.add_argument("--scrubs", type=int, default=30, help="--video: arrow steps and timeline jumps")
     args = ap.parse_args()
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         sys.exit("needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)")
+    if args.video:
+        import bench_app_video
+
+        return bench_app_video.main(args)
 
     from sam2_jax.app.server import start_server
     from sam2_jax.processing.images import read_image
