@@ -1,7 +1,7 @@
 """The page's video view in headless Chromium (as ``test_app_page.py``): ``t`` before any prompt shows the server's
-reason; a click on frame 0 and, for a new object, a box on frame 5; ``t`` tracks, streamed to the page; Esc
-cancels and ``t`` again finishes; scrubbing to the last frame draws its overlay; the label images written equal
-``Sam2VideoPredictor``'s for the same calls."""
+reason; a click on frame 0 and, for a new object, a box on frame 5 (a negative click there taken back with
+Backspace); ``t`` tracks, streamed to the page; Esc cancels and ``t`` again finishes; scrubbing to the last frame
+draws its overlay; the label images written equal ``Sam2VideoPredictor``'s for the same calls."""
 
 from __future__ import annotations
 
@@ -93,6 +93,11 @@ def test_video_page_tracks_scrubs_and_writes_labels(driver, predictor, frames_di
         mid = ((b0[0] + b1[0]) // 2, (b0[1] + b1[1]) // 2)
         pointer(driver, [("move", *b0), ("down", left), ("move", *mid), ("move", *b1), ("up", left)])
         wait(driver, "s.drawn === '5:1' && s.objects.length === 2")
+        c = client_at(driver, 330, 200)  # a negative click, then Backspace takes it back
+        pointer(driver, [("move", *c), ("down", MouseButton.RIGHT), ("up", MouseButton.RIGHT)])
+        wait(driver, "s.drawn === '5:2'")
+        press(driver, Keys.BACKSPACE)
+        wait(driver, "s.undone === 1 && s.drawn === '5:3' && s.prompts[5].length === 0")
         p0, p1 = to_video(driver, *b0), to_video(driver, *b1)
         box = [min(p0[0], p1[0]), min(p0[1], p1[1]), max(p0[0], p1[0]), max(p0[1], p1[1])]
 

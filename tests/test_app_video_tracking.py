@@ -242,3 +242,28 @@ def test_annotate_command_opens_a_video(model_dir, frames_dir, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+def test_undo_takes_back_prompts(predictor, frames_dir, tmp_path):
+    """``undo()`` restores the state before the last prompt: the frame's label, the objects, the saved calls, and
+    tracking afterwards equals the predictor's with the remaining calls only; nothing to undo after tracking."""
+    out = tmp_path / "out"
+    tracking = VideoTracking(predictor, frames_dir, out)
+    with pytest.raises(ValueError, match="nothing to undo"):
+        tracking.undo()
+    first = tracking.prompt(0, 1, points=[POINT], labels=[1])
+    tracking.prompt(0, 1, points=[[100, 60]], labels=[0], clear_old_points=False)
+    tracking.prompt(4, 2, box=BOX)  # a new object on another frame, then taken back: frame 4 had no label
+    assert tracking.undo()[0] == 4 and tracking.obj_ids == [1] and not (out / "00004.png").exists()
+    t, label = tracking.undo()
+    assert t == 0 and np.array_equal(label, first) and np.array_equal(np.asarray(Image.open(out / "00000.png")), first)
+    assert [c["frame"] for c in json.loads((out / "video.json").read_text())["calls"]] == [0]
+    tracking.prompt(5, 2, box=BOX)
+    _run(tracking)
+    with pytest.raises(ValueError, match="nothing to undo"):
+        tracking.undo()
+    state = predictor.init_state(frames_dir)
+    predictor.add_new_points_or_box(state, 0, 1, points=[POINT], labels=[1])
+    predictor.add_new_points_or_box(state, 5, 2, box=BOX)
+    ref = np.stack([labels_from_logits(m, i, np.uint8) for _, i, m in predictor.propagate_in_video(state)])
+    assert np.array_equal(_labels(out), ref)  # the undone prompts left nothing behind

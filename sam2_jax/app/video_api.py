@@ -136,6 +136,15 @@ def prompt(state, params, body):
     return {"frame": t, "objects": state.tracking.obj_ids, "colors": colors, "masks": _masks(state, label)}
 
 
+def undo(state, params, body):
+    try:
+        t, label = _busy(state.tracking.undo)
+    except ValueError as e:
+        raise v.ApiError(400, str(e)) from None
+    colors = {str(i): color_of(int(i)) for i in state.tracking.obj_ids}
+    return {"frame": t, "objects": state.tracking.obj_ids, "colors": colors, "masks": _masks(state, label)}
+
+
 def remove(state, params, body):
     obj = int(params["obj_id"])
     if obj not in state.tracking.obj_ids:
@@ -173,6 +182,7 @@ ROUTES = [
     ("GET", "/api/info", info, False),
     ("GET", "/api/video/frames/{t:int}/masks", frame_masks, False),
     ("POST", "/api/video/prompts", prompt, True),
+    ("POST", "/api/video/undo", undo, False),
     ("DELETE", "/api/video/objects/{obj_id:int}", remove, False),
     ("POST", "/api/video/track", track, False),
     ("GET", "/api/video/track", track_state, False),

@@ -8,6 +8,8 @@ id of the object with the highest logit > 0; ``palette``: DAVIS / YouTube-VOS pa
 
   prompt(frame, obj_id, points=None, labels=None, box=None, clear_old_points=True) -> (H, W) label image of that
       frame (``add_new_points_or_box``; points / box in the video's pixels)
+  undo() -> (frame, label or None)  takes back the last prompt since the last tracking run (up to 100): the state
+                                    before it, that frame's label image
   remove(obj_id)                    the official ``remove_object``; the frames already written keep their labels
                                     until they are tracked again
   start_tracking() -> TrackJob      tracks on a thread of its own: forward from the earliest frame prompted since
@@ -49,6 +51,7 @@ from ..frontends.video.state_dir import TrackingStateDir
 
 FORMAT = "sam2-jax video annotations 1"
 RECORD = "video.json"
+UNDO_DEPTH = 100  # prompts that can be taken back
 STATE_DIR = ".tracking"  # in OUT: the tracking state (``frontends.video.state_dir``)
 
 
@@ -97,6 +100,7 @@ class VideoTracking:
         self._calls: list[dict] = []
         self._saved_at = 0.0
         self._replaying = False
+        self._undo: list[tuple] = []  # before each prompt since the last run: (snapshot, frame, label, dirty, plan)
         self._position: list | None = None  # while a job runs: what is left of its plan after the last frame
         self._state_dir = TrackingStateDir(self.out / STATE_DIR)
         self._resume()
@@ -197,10 +201,13 @@ class VideoTracking:
         return np.uint16 if any(int(i) > 255 for i in self.state.obj_ids) else np.uint8
 
     def _write(self, t: int, obj_ids: list, masks: np.ndarray) -> np.ndarray:
-        from ..cli.common import save_png
         from ..cli.track import labels_from_logits
 
-        label = labels_from_logits(masks, obj_ids, self._label_dtype())
+        return self._write_label(t, labels_from_logits(masks, obj_ids, self._label_dtype()))
+
+    def _write_label(self, t: int, label: np.ndarray) -> np.ndarray:
+        from ..cli.common import save_png
+
         if not self._replaying:
             save_png(self.out / f"{t:05d}.png", label, palette=self.palette)
         self._labels[t] = label
@@ -212,9 +219,11 @@ class VideoTracking:
             self._idle("adding a prompt")
             if self.palette and int(obj_id) > 255:
                 raise ValueError(f"a palette PNG holds object ids up to 255, got object {obj_id}")
+            before = (self.state.snapshot(), self._labels.get(frame), set(self._dirty), list(self._plan))
             t, ids, masks = self.predictor.add_new_points_or_box(
                 self.state, frame, obj_id, points=points, labels=labels, box=box, clear_old_points=clear_old_points
             )
+            self._undo = self._undo[-(UNDO_DEPTH - 1) :] + [(before[0], t, *before[1:])]
             self._dirty.add(t)
             label = self._write(t, ids, masks)
             as_list = lambda a, kind: None if a is None else np.asarray(a, kind).tolist()  # noqa: E731
@@ -225,9 +234,28 @@ class VideoTracking:
             self._save()
             return label
 
+    def undo(self) -> tuple[int, np.ndarray | None]:
+        """Take back the last prompt made since the last tracking run or removal: the state before it (the
+        predictor's own snapshot), that frame's label image (its PNG removed if it had none); -> (frame, label)."""
+        with self._lock:
+            self._idle("undoing")
+            if not self._undo:
+                raise ValueError("nothing to undo: no prompt since the last tracking run (a new click corrects)")
+            snap, t, label, self._dirty, self._plan = self._undo.pop()
+            self.state.restore(snap)
+            if label is None:
+                self._labels.pop(t, None)
+                (self.out / f"{t:05d}.png").unlink(missing_ok=True)
+            else:
+                self._write_label(t, label)
+            self._calls.pop()
+            self._save()
+            return t, label
+
     def remove(self, obj_id) -> None:
         with self._lock:
             self._idle("removing an object")
+            self._undo = []
             if self.state.obj_idx(obj_id) is None:
                 raise KeyError(f"no object {obj_id!r}; objects: {self.state.obj_ids}")
             self.predictor.remove_object(self.state, obj_id, need_output=False)
@@ -254,6 +282,7 @@ class VideoTracking:
         with self._lock:
             self._idle("starting another")
             plan = self._new_plan()
+            self._undo = []
             n = self.num_frames
             total = sum((n - s) if not rev else s + 1 for s, rev in plan)
             self.predictor.propagate_in_video_preflight(self.state)  # bad state raises here, not on the thread

@@ -149,6 +149,19 @@
     drawStrip();
     if (S.frame === t) draw();
   }
+  async function undo() {
+    const data = await api("POST", "/api/video/undo");
+    const t = data.frame;
+    if (S.prompts[t] && S.prompts[t].length) S.prompts[t].pop();
+    S.objects = data.objects;
+    S.colors = data.colors;
+    S.version[t] = (S.version[t] || 0) + 1;
+    S.undone = (S.undone || 0) + 1;
+    status("");
+    renderObjects();
+    drawStrip();
+    if (S.frame === t) draw(); else go(t);
+  }
   async function removeObject(id) {
     await api("DELETE", `/api/video/objects/${id}`);
     S.objects = S.objects.filter((x) => x !== id);
@@ -219,6 +232,7 @@
     else if (e.key === "t") shown(track());
     else if (e.key === "Escape") shown(cancel());
     else if (e.key === "o") newObject();
+    else if (e.key === "Backspace" || (e.key === "z" && (e.ctrlKey || e.metaKey))) shown(undo());
     else if (e.key === "Delete" && S.selected !== null && S.objects.includes(S.selected)) {
       shown(removeObject(S.selected));
     }
