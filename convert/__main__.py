@@ -1,4 +1,5 @@
-"""``python -m convert SRC OUT [--size SIZE] [--force]`` from the repository root: ``sam2-jax convert``.
+"""``python -m convert SRC OUT [--size SIZE | --config YAML] [--image-size N] [--force]`` from the repository
+root: ``sam2-jax convert``.
 
 A thin entry point kept for the documented command line; the logic is ``sam2_jax.cli.convert``.
 """

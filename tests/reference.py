@@ -193,9 +193,11 @@ def official_config_at(image_size: int, size: str = "tiny") -> Sam2Config:
     return get_config(f"facebook/sam2.1-hiera-{size.replace('_', '-')}").at_image_size(image_size)
 
 
-def official_video_predictor(image_size: int = 1024, seed: int = 11, score_shift: float = 1.0):
+def official_video_predictor(
+    image_size: int = 1024, seed: int = 11, score_shift: float = 1.0, overrides: tuple[str, ...] = ()
+):
     """The official ``SAM2VideoPredictor`` (``build_sam2_video_predictor``, tiny, ``apply_postprocessing=True``)
-    at ``image_size`` px, randomised, with what it needs to run on a CPU:
+    at ``image_size`` px (plus the hydra ``overrides``), randomised, with what it needs to run on a CPU:
 
     - hole filling off (``fill_hole_area=0``: the official one needs CUDA; ours is tested on its own);
     - its memory attention casts the bfloat16 memories back to float32 at its input (it expects CUDA autocast),
@@ -208,7 +210,7 @@ def official_video_predictor(image_size: int = 1024, seed: int = 11, score_shift
 
     ensure_official_hydra()
     torch.manual_seed(0)
-    overrides = [] if image_size == 1024 else [f"++model.image_size={image_size}"]
+    overrides = list(overrides) + ([] if image_size == 1024 else [f"++model.image_size={image_size}"])
     model = build_sam2_video_predictor(OFFICIAL_CONFIGS["tiny"], None, device="cpu", hydra_overrides_extra=overrides)
     randomize_(model, seed)
     with torch.no_grad():

@@ -2,7 +2,8 @@
 
 ``key_mapping`` (the tables of source keys -> Flax paths per layout, applied once), ``validation`` (the param
 tree against the model's shapes), ``readers`` (safetensors, original ``.pt``, ``config.json``), ``hub`` (repo ids
-through the huggingface_hub cache), ``converted`` (the converted directory), ``loading`` (``load``,
+through the huggingface_hub cache), ``official_yaml`` (an official model yaml -> ``Sam2Config``: trunk, input
+size, video options), ``converted`` (the converted directory), ``loading`` (``load``,
 ``load_params``: any source to params), ``export`` (params back to transformers' layout or an original
 ``.pt``, the inverse of the same tables). Every error about a checkpoint's contents is a ``CheckpointError``.
 """

@@ -42,8 +42,9 @@ def unflatten_params(flat: Mapping[str, np.ndarray]) -> dict:
 
 
 def is_flat_params(state: Mapping[str, np.ndarray]) -> bool:
-    """Whether the tensors of a safetensors file are our flattened Flax tree (not a torch state dict)."""
-    return bool(state) and all("/" in k for k in state)
+    """Whether the tensors of a safetensors file are our flattened Flax tree (not a torch state dict): torch keys
+    never hold a "/", ours do (all but the top-level leaves such as ``no_memory_embedding``)."""
+    return any("/" in k for k in state)
 
 
 def read_converted(

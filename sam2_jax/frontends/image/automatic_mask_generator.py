@@ -153,13 +153,16 @@ class Sam2AutomaticMaskGenerator:
         self.crop_batch = crop_batch or default_crop_batch()
 
     @classmethod
-    def from_pretrained(cls, src, dtype=jnp.float32, **kwargs) -> Sam2AutomaticMaskGenerator:
-        """Load a checkpoint (any source ``sam2_jax.load`` accepts) and wrap it; ``kwargs`` as ``__init__``."""
+    def from_pretrained(
+        cls, src, dtype=jnp.float32, config=None, image_size=None, **kwargs
+    ) -> Sam2AutomaticMaskGenerator:
+        """Load a checkpoint (any source ``sam2_jax.load`` accepts, with its ``config`` and ``image_size``) and wrap
+        it; ``kwargs`` as ``__init__``."""
         from ...checkpoints.loading import load
         from ...utils.compile_cache import enable_compile_cache
 
         enable_compile_cache()
-        model, params = load(src, dtype=dtype)
+        model, params = load(src, dtype=dtype, config=config, image_size=image_size)
         return cls(model, params, **kwargs)
 
     # ---- public ------------------------------------------------------------------------------------------------

@@ -94,13 +94,14 @@ class Sam2ImagePredictor(PromptDecoding):
         self.reset_predictor()
 
     @classmethod
-    def from_pretrained(cls, src, dtype=jnp.float32, **kwargs) -> Sam2ImagePredictor:
-        """Load a checkpoint (any source ``sam2_jax.load`` accepts) and wrap it."""
+    def from_pretrained(cls, src, dtype=jnp.float32, config=None, image_size=None, **kwargs) -> Sam2ImagePredictor:
+        """Load a checkpoint (any source ``sam2_jax.load`` accepts, with its ``config`` and ``image_size``: a ``.pt``
+        trained at another size than 1024 px needs one) and wrap it."""
         from ...checkpoints.loading import load
         from ...utils.compile_cache import enable_compile_cache
 
         enable_compile_cache()
-        model, params = load(src, dtype=dtype)
+        model, params = load(src, dtype=dtype, config=config, image_size=image_size)
         return cls(model, params, **kwargs)
 
     # ---- pure functions (params are arguments, the model is a closure constant) -------------------------------

@@ -104,18 +104,20 @@ class Sam2VideoPredictor(VideoPropagation):
         cache_dir=None,
         implementation="auto",
         precision: str | None = "highest",
+        image_size: int | None = None,
     ) -> Sam2VideoPredictor:
         """Load a checkpoint (Hub id, transformers directory, official ``.pt`` or converted directory).
 
         ``apply_postprocessing`` as the official ``build_sam2_video_predictor``: True (default) turns on dynamic
         multimask via stability, binarised click masks for the memory encoder and hole filling of area 8; False
-        turns them off. ``fill_hole_area`` overrides the area."""
+        turns them off. ``fill_hole_area`` overrides the area. ``config`` and ``image_size`` as ``sam2_jax.load``:
+        a ``.pt`` trained at another size than 1024 px needs one."""
         from ...checkpoints.loading import load
         from ...utils.compile_cache import enable_compile_cache
 
         enable_compile_cache()
         model, params = load(src, dtype, config=config, cache_dir=cache_dir, implementation=implementation,
-                             precision=precision, video=True)  # fmt: skip
+                             precision=precision, video=True, image_size=image_size)  # fmt: skip
         cfg = model.config
         cfg = dataclasses.replace(
             cfg,
