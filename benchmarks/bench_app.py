@@ -2,8 +2,8 @@
 
     python benchmarks/bench_app.py [--model CHECKPOINT] [--clicks 30] [--image examples/truck.jpg]
         [--switches 3] [--stay 3.0]
-    python benchmarks/bench_app.py --video [--model CHECKPOINT] [--frames 16] [--scrubs 30]: the video view
-        against ``sam2-jax track`` (``bench_app_video.py``)
+    python benchmarks/bench_app.py --video [--model CHECKPOINT] [--frames 16] [--scrubs 30] [--repeats 3]:
+        the video view against ``sam2-jax track`` (``bench_app_video.py``)
 
 ``--model``: anything ``sam2_jax.load`` reads; by default a randomised model of the real tiny size
 (``sam2_jax.get_config("tiny")``, 1024 px input, random params from ``tests.reference.random_params``; speed does
@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--video", action="store_true", help="the video view against sam2-jax track (bench_app_video)")
     ap.add_argument("--frames", type=int, default=16, help="--video: frames of the clip")
     ap.add_argument("--scrubs", type=int, default=30, help="--video: arrow steps and timeline jumps")
+    ap.add_argument("--repeats", type=int, default=3, help="--video: rounds of track and page, interleaved")
     args = ap.parse_args()
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         sys.exit("needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)")

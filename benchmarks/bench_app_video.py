@@ -1,6 +1,6 @@
 """The page's video view against ``sam2-jax track``: per-frame tracking time, and a scrubbed frame's overlay.
 
-    python benchmarks/bench_app.py --video [--model CHECKPOINT] [--frames 16] [--scrubs 30]
+    python benchmarks/bench_app.py --video [--model CHECKPOINT] [--frames 16] [--scrubs 30] [--repeats 3]
 
 ``--model``: a converted checkpoint directory (or anything ``Sam2VideoPredictor.from_pretrained`` and ``track
 --model`` read); by default a randomised model of the real tiny size at 1024 px, saved as a converted directory
@@ -9,7 +9,8 @@ directory of ``<i>.jpg``; the prompts a click for object 1 and a box for object 
 
   track        ``sam2-jax track`` in this process (``cli.main``, what the command runs after its imports) on the
                clip, and on its first half, after a 3-frame warm-up run that compiles; per frame: the difference of
-               the two wall times over the frames between (model loading, prompts and startup cancel out)
+               the two wall times over the frames between (model loading, prompts and startup cancel out);
+               ``--repeats`` rounds of track and page interleaved, medians
   page         ``sam2-jax annotate``'s server (``start_server(video=True)``, the same converted directory, the
                predictor's default ``keep_history=True``), headless Chromium: the two prompts made through the API,
                then ``t`` pressed in the page; per frame: the page's wall time from ``t`` to the job's end over the
@@ -85,10 +86,37 @@ def scrub(drv, steps: int, jumps: int, rng) -> tuple[np.ndarray, np.ndarray]:
     return arrows, np.asarray(drv.execute_script("return window.sam2Video.timings.splice(0)"), float)
 
 
+def page_round(drv, url: str, n: int, scrubs: int, rng):
+    """The two prompts through the API, ``t`` in the page, tracking to the end (arrows pressed meanwhile), then
+    ``scrubs`` arrow steps and jumps: (seconds from t to the last frame, frames, while-tracking, arrows, jumps)."""
+    import httpx
+    from bench_app import press
+
+    drv.get(url)
+    wait(drv, "s.ready && s.drawn === '0:0'")
+    with httpx.Client(base_url=url, timeout=600) as c:
+        for body in ({"frame": 0, "obj_id": 1, "points": [POINT], "labels": [1]}, {"frame": 0, "obj_id": 2,
+                     "box": BOX}):  # fmt: skip
+            assert c.post("/api/video/prompts", json=body).status_code == 200
+    drv.refresh()  # the page reads the objects the API made
+    wait(drv, "s.ready && s.objects.length === 2")
+    t = time.perf_counter()
+    press(drv, "t")
+    wait(drv, "s.job && s.job.done >= 2")
+    busy, _ = scrub(drv, 6, 0, rng)  # arrows while tracking
+    wait(drv, f"s.job && !s.job.running && s.tracked.size === {n}")
+    page_s = time.perf_counter() - t
+    total = drv.execute_script("return window.sam2Video.job.total")
+    drv.execute_script("document.getElementById('timeline').value = 0;"
+                       "document.getElementById('timeline').dispatchEvent(new Event('input'))")  # fmt: skip
+    wait(drv, "s.frame === 0 && s.drawn && s.drawn !== '0:0'")
+    arrows, jumps = scrub(drv, min(scrubs, n - 1), scrubs, rng)
+    return page_s, total, busy, arrows, jumps
+
+
 def main(args) -> None:
     import os
 
-    import httpx
     from bench_app import make_driver
 
     from sam2_jax.app.server import start_server
@@ -103,11 +131,6 @@ def main(args) -> None:
     n, half = args.frames, args.frames // 2
 
     run_track(model, frames, work / "warm", 3)
-    whole = run_track(model, frames, work / "whole", n)
-    first = run_track(model, frames, work / "half", half)
-    track_ms = (whole - first) / (n - half) * 1000
-    print(f"track: {whole:.1f} s for {n} frames, {first:.1f} s for {half}: {track_ms:.0f} ms a frame", flush=True)
-
     rng = np.random.default_rng(0)
     predictor = Sam2VideoPredictor.from_pretrained(model)
     warm = predictor.init_state(frames)  # compiles this predictor's functions, as track's warm-up run did
@@ -116,43 +139,35 @@ def main(args) -> None:
     for _ in predictor.propagate_in_video(warm, max_frame_num_to_track=2):
         pass
     del warm
-    server = start_server(frames, predictor, work / "page", video=True)
     drv = make_driver(str(work / "profile"))
+    track_ms, page_ms, ratios = [], [], []
     try:
-        drv.get(server.url)
-        wait(drv, "s.ready && s.drawn === '0:0'")
-        with httpx.Client(base_url=server.url, timeout=600) as c:
-            for body in ({"frame": 0, "obj_id": 1, "points": [POINT], "labels": [1]}, {"frame": 0, "obj_id": 2,
-                         "box": BOX}):  # fmt: skip
-                assert c.post("/api/video/prompts", json=body).status_code == 200
-        drv.refresh()  # the page reads the objects the API made
-        wait(drv, "s.ready && s.objects.length === 2")
-        from bench_app import press
-
-        t = time.perf_counter()
-        press(drv, "t")
-        wait(drv, "s.job && s.job.done >= 2")
-        busy, _ = scrub(drv, 6, 0, rng)  # arrows while tracking
-        wait(drv, f"s.job && !s.job.running && s.tracked.size === {n}")
-        page_s = time.perf_counter() - t
-        job = drv.execute_script("return window.sam2Video.job")
-        page_ms = page_s / job["total"] * 1000
-        drv.execute_script("document.getElementById('timeline').value = 0;"
-                           "document.getElementById('timeline').dispatchEvent(new Event('input'))")  # fmt: skip
-        wait(drv, "s.frame === 0 && s.drawn && s.drawn !== '0:0'")
-        arrows, jumps = scrub(drv, min(args.scrubs, n - 1), args.scrubs, rng)
+        for r in range(args.repeats):  # interleaved, so that a noisy machine slows both alike
+            whole = run_track(model, frames, work / f"whole{r}", n)
+            first = run_track(model, frames, work / f"half{r}", half)
+            track_ms.append((whole - first) / (n - half) * 1000)
+            last = r == args.repeats - 1
+            server = start_server(frames, predictor, work / f"page{r}", video=True)
+            try:
+                page_s, total, busy, arrows, jumps = page_round(drv, server.url, n, args.scrubs if last else 0, rng)
+            finally:
+                server.stop()
+            page_ms.append(page_s / total * 1000)
+            ratios.append(page_ms[-1] / track_ms[-1])
+            print(f"round {r}: track {track_ms[-1]:.0f} ms a frame ({whole:.1f} s for {n}, {first:.1f} s for "
+                  f"{half}); page {page_ms[-1]:.0f} ms a frame ({total} in {page_s:.1f} s)", flush=True)  # fmt: skip
         errors = [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
         assert not errors, errors
     finally:
         drv.quit()
-        server.stop()
+    track_ms, page_ms = float(np.median(track_ms)), float(np.median(page_ms))
     shutil.rmtree(work, ignore_errors=True)
 
     print()
     print(f"clip: {n} bedroom frames 960x540, 2 objects on frame 0, model {name}, {os.cpu_count()} CPUs")
-    print(f"{'sam2-jax track, per frame (marginal)':<46} {track_ms:8.0f} ms")
+    print(f"{'sam2-jax track, per frame (marginal, median)':<46} {track_ms:8.0f} ms")
     print(f"{'page, t to the last frame streamed, per frame':<46} {page_ms:8.0f} ms   "
-          f"({job['total']} frames, {page_s:.1f} s)   page / track = {page_ms / track_ms:.2f}")  # fmt: skip
+          f"page / track = {np.median(ratios):.2f} (median of {len(ratios)} rounds)")  # fmt: skip
     for label, x in (("scrub: Right arrow to overlay drawn", arrows), ("scrub: timeline jump to overlay drawn", jumps),
                      ("scrub while tracking: Right arrow", busy)):  # fmt: skip
         p50, p95 = np.percentile(x, [50, 95]) if len(x) else (float("nan"),) * 2

@@ -1,6 +1,7 @@
 """``sam2-jax finetune`` end to end on generated shapes with a small converted model (video tensors included): OUT
-loads with ``sam2_jax.load``, has metrics.jsonl, curves.png and eval.json; an interrupted run resumed by rerunning
-the command ends with the uninterrupted run's params; a finished run says so; wrong input (the encoder rate options
+loads with ``sam2_jax.load``, has metrics.jsonl, curves.png, eval.json and orbax checkpoints; an interrupted run
+resumed by rerunning the command (with another ``--keep``: not a setting) ends with the uninterrupted run's params
+and keeps that many checkpoints; a finished run says so; wrong input (the encoder rate options
 without ``--train all`` or out of range, other settings against OUT) gives one line."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sam2_jax.checkpoints import load_params, save_converted
 from sam2_jax.checkpoints.converted import flatten_params
 from sam2_jax.cli import finetune
 from sam2_jax.training.synthetic import write_shapes_dataset
+from sam2_jax.training.train_state import RunDirectory
 from sam2_jax.training.trainer import Trainer
 
 
@@ -82,6 +84,7 @@ def test_finetune_resume_and_errors(files, tmp_path, capsys, monkeypatch):
     assert {"loss", "iou", "lr", "grad_norm", "time"} <= set(rows[0])
     assert Image.open(out / "curves.png").size[0] > 100
     assert set(json.loads((out / "eval.json").read_text())) == {"before", "after"}
+    assert RunDirectory(out).steps() == [0, 2, 4]  # step 0 (resumable from the start), --checkpoint-every 2
     # the source's video tensors and the frozen image encoder are written back unchanged
     _, src = load_params(files / "model")
     _, got = load_params(out)
@@ -112,8 +115,10 @@ def test_finetune_resume_and_errors(files, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
         cli(*common(files, part))
+    assert RunDirectory(part).steps() == [0, 2]
     monkeypatch.setattr(Trainer, "train_step", real_step)
-    assert cli(*common(files, part)) == 0
+    assert cli(*common(files, part, "--keep", "1")) == 0
+    assert RunDirectory(part).steps() == [4]
     assert "resuming" in capsys.readouterr().err
     _, resumed = load_params(part)
     flat_a, flat_b = flatten_params(got), flatten_params(resumed)
@@ -134,6 +139,7 @@ def test_finetune_resume_and_errors(files, tmp_path, capsys, monkeypatch):
         (common(files, tmp_path / "x", "--train", "all", "--encoder-lr-scale", "0"), "--encoder-lr-scale must be > 0"),
         (common(files, tmp_path / "x", "--batch-size", "6"), "multiple of the 8 devices"),
         (common(files, tmp_path / "x", "--steps", "0"), "--steps must be >= 1"),
+        (common(files, tmp_path / "x", "--keep", "0"), "--keep must be >= 1"),
         ([str(tmp_path / "missing"), "--model", str(files / "model"), "--out", str(tmp_path / "x")], "no such"),
         (common(files, files / "model"), "not the output of sam2-jax finetune"),
     ]

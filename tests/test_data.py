@@ -1,4 +1,5 @@
-"""The fine-tuning data pipeline: datasets (directory layouts, COCO), the synthetic shapes, the loader."""
+"""The fine-tuning data pipeline: datasets (directory layouts, COCO), the synthetic shapes, the grain loader (its
+threads and worker processes, its checkpointable state), grain over the video clip source."""
 
 from __future__ import annotations
 
@@ -166,7 +167,7 @@ def test_resume_continues_exactly(dataset):
     loader = DataLoader(dataset, **kwargs)
     first = take(loader, 5)
     state = json.loads(json.dumps(loader.state()))
-    assert state == {"epoch": 2, "position": 3, "seed": 11, "num_examples": N}
+    assert state == {"iterator": {"next_index": 5}, "seed": 11, "num_examples": N}  # grain's: 5 batches consumed
     rest = take(DataLoader(dataset, **{**kwargs, "seed": 0}, state=state), 5)  # the state's seed wins
     assert_batches_equal(full, first + rest)
     with pytest.raises(ValueError, match="examples"):
@@ -202,7 +203,7 @@ def test_worker_error_names_the_file_and_keeps_the_state(data_root, tmp_path):
         assert [int(next(loader)["index"][0]) for _ in range(2)] == [0, 1]
         with pytest.raises(RuntimeError, match="shape_0002.png"):
             next(loader)
-        assert loader.state()["position"] == 2
+        assert loader.state()["iterator"] == {"next_index": 2}
         (root / "images" / "shape_0002.png").write_bytes((data_root / "label/images/shape_0002.png").read_bytes())
         assert int(next(loader)["index"][0]) == 2  # retried
 
@@ -227,15 +228,59 @@ def test_interpreter_exits_with_an_open_loader(data_root):
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-def test_close_joins_threads(dataset):
-    before = {t for t in threading.enumerate() if t.name.startswith("sam2-data")}
+def test_close_stops_the_threads(dataset):
+    before = set(threading.enumerate())
     loader = DataLoader(dataset, 2, num_threads=3, prefetch=3, **LOADER)
     next(loader)
+    started = [t for t in threading.enumerate() if t not in before and t.name.startswith("grain")]
+    assert started  # grain's prefetch threads
     loader.close()
     loader.close()
-    assert {t for t in threading.enumerate() if t.name.startswith("sam2-data")} <= before
+    for t in started:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in started)
     with pytest.raises(RuntimeError, match="closed"):
         next(loader)
+
+
+def test_worker_processes_give_the_same_batches_and_resume(dataset):
+    """Two grain worker processes (``mp_prefetch``): the batches of the threaded loader; their state (every
+    worker's position) resumes exactly."""
+    kwargs = dict(batch_size=3, max_objects=2, seed=11, **LOADER)
+    threads = take(DataLoader(dataset, **kwargs), 6)
+    with DataLoader(dataset, worker_count=2, **kwargs) as workers:
+        first = [next(workers) for _ in range(3)]
+        state = json.loads(json.dumps(workers.state()))
+    assert state["iterator"] != {"next_index": 3}  # a multiprocess state, not the threaded one
+    rest = take(DataLoader(dataset, worker_count=2, state=state, **kwargs), 3)
+    assert_batches_equal(threads, first + rest)
+
+
+def test_grain_wraps_the_video_clip_source(tmp_path):
+    """``grain.MapDataset.source(VideoClipSource)``: random access, the source's clips, shuffled by grain."""
+    import grain
+
+    from sam2_jax.training.video_data import VideoDataset
+    from sam2_jax.training.video_sampling import VideoClipSource
+
+    for name in ("a", "b"):
+        (tmp_path / "JPEGImages" / name).mkdir(parents=True)
+        (tmp_path / "Annotations" / name).mkdir(parents=True)
+        for t in range(5):
+            Image.fromarray(np.full((24, 32, 3), 40 * t, np.uint8)).save(
+                tmp_path / "JPEGImages" / name / f"{t:05d}.jpg"
+            )
+            label = np.zeros((24, 32), np.uint8)
+            label[4 : 10 + t, 5:20] = 1
+            Image.fromarray(label).save(tmp_path / "Annotations" / name / f"{t:05d}.png")
+    src = VideoClipSource(VideoDataset.from_davis(tmp_path), num_frames=3, max_num_objects=1, seed=2)
+    ds = grain.MapDataset.source(src)
+    assert len(ds) == len(src) == 2
+    clip = ds[1]
+    np.testing.assert_array_equal(clip.frames, src[1].frames)
+    assert clip.frames.shape == (3, 24, 32, 3) and clip.masks.shape[:2] == (3, 1)
+    shuffled = [c.frames[0, 0, 0, 0] for c in ds.shuffle(seed=0).to_iter_dataset()]
+    assert sorted(shuffled) == sorted(c.frames[0, 0, 0, 0] for c in (src[0], src[1]))
 
 
 # ---- bad input ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """``Trainer`` over ``jax.distributed``: two processes x 2 CPU devices (gloo on 127.0.0.1) train (embeddings of
-the frozen encoder computed, partly cached, cached), checkpoint, evaluate and resume exactly as one process with 4
-devices; ``DataLoader(rows=)`` gives each process its rows of the single loader's batches."""
+the frozen encoder computed, partly cached, cached), checkpoint (orbax, collectively), evaluate and resume exactly
+as one process with 4 devices; ``DataLoader(rows=)`` gives each process its rows of the single loader's batches."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from multihost_train_worker import STEPS, run
 from sam2_jax.training.data import SegmentationDataset
 from sam2_jax.training.loader import DataLoader
 from sam2_jax.training.synthetic import write_shapes_dataset
+from sam2_jax.training.train_state import RunDirectory
 
 
 def test_process_loader_rows_are_the_global_batch(tmp_path):
@@ -69,8 +70,8 @@ def test_two_processes_equal_one(tmp_path):
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-3000:]
     results = [dict(np.load(tmp_path / f"r{i}.npz")) for i in range(2)]
-    # one process: every image cached after step 1 (4 x 3 hits); two: each caches its own rows (loader orders
-    # 3120, 1023, 3012, 1032): hits 0+1+2+2 and 0+1+1+2, step 3 encoded on both though the first had its rows
+    # one process: every image cached after step 1 (4 x 3 hits); two: each caches its own rows (grain's orders
+    # 1023, 2013, 2013, 2130): hits 0+1+2+2 and 0+1+2+1, step 4 encoded on both though the first had its rows
     assert expected["cache_hits"] == 12 and [int(r["cache_hits"]) for r in results] == [5, 4]
     for i, r in enumerate(results):
         assert r["rows"].tolist() == [2 * i, 2 * i + 2]
@@ -96,6 +97,11 @@ def test_two_processes_equal_one(tmp_path):
     assert abs(float(results[0]["miou"]) - float(expected["miou"])) < 1e-6
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, STEPS + 1))  # a second writer would have appended every row twice
-    state = json.loads((out / "train_state" / "state.json").read_text())
-    ref_state = json.loads((tmp_path / "ref" / "train_state" / "state.json").read_text())
-    assert state["loader"] == ref_state["loader"] and state["step"] == STEPS
+    assert expected["resumed_position"] == STEPS  # grain's state: every batch consumed once
+    assert RunDirectory(out).steps() == RunDirectory(tmp_path / "ref").steps() == [2, 4]
+    # grain's handler wrote one loader state per process, each the whole loader's (the same position)
+    files = sorted(p.name for p in (out / "checkpoints" / "4" / "data_iter").glob("*.json"))
+    assert files == ["process_0-of-2.json", "process_1-of-2.json"]
+    states = [json.loads((out / "checkpoints" / "4" / "data_iter" / f).read_text()) for f in files]
+    ref = json.loads((tmp_path / "ref" / "checkpoints" / "4" / "data_iter" / "process_0-of-1.json").read_text())
+    assert states[0] == states[1] == ref and ref["iterator"] == {"next_index": STEPS}

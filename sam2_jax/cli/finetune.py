@@ -10,12 +10,15 @@ all`` the image encoder at ``--encoder-lr-scale`` times the rate and the Hiera t
 (``training.lr_scales``; default the official recipe, 0.6 and 0.9).
 Out, in OUT: ``config.json`` + ``flax_params.safetensors`` (``sam2_jax.load(OUT)`` reads the fine-tuned model;
 every tensor of the source kept, video ones included), ``metrics.jsonl`` (one JSON object per logged step),
-``curves.png`` (loss and IoU), ``train_state/`` (resumable), and with ``--eval-fraction`` ``eval.json`` (held-out
-mIoU from one centre click per object, before and after).
+``curves.png`` (loss and IoU), ``checkpoints/`` (resumable: orbax checkpoints of the trained params, optimizer
+state, the grain loader's state and the run's settings, the last ``--keep`` kept), and with ``--eval-fraction``
+``eval.json`` (held-out mIoU from one centre click per object, before and after). Images are decoded on grain's
+threads, or ``--workers`` processes.
 
-The state is saved every ``--checkpoint-every`` steps; rerunning the same command continues from it and ends
-with the params of an uninterrupted run; a finished run says so and exits 0. A rerun with another DATA, model or
-setting is refused with one line naming what differs. Bad input exits 1 with one line ``error: <reason>``.
+A checkpoint is saved (asynchronously) every ``--checkpoint-every`` steps; rerunning the same command continues
+from it and ends with the params of an uninterrupted run; a finished run says so and exits 0. A rerun with another
+DATA, model or setting is refused with one line naming what differs. Bad input exits 1 with one line
+``error: <reason>``.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def register(sub) -> None:
         "report their mIoU from one click before and after (default 0: none)",
     )
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="N", help="save the state every N steps")
+    p.add_argument("--keep", type=int, default=3, metavar="N", help="keep the last N checkpoints (default 3)")
+    p.add_argument("--workers", type=int, default=0, help="image decoding processes (default 0: threads)")
     p.add_argument("--log-every", type=int, default=10, metavar="N", help="log metrics every N steps")
     p.add_argument("--cache-gb", type=float, default=4.0, help="host memory for cached image embeddings (GiB)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -91,6 +96,8 @@ def _check_numbers(args) -> None:
         ("--max-objects", args.max_objects, 1),
         ("--correction-steps", args.correction_steps, 0),
         ("--checkpoint-every", args.checkpoint_every, 1),
+        ("--keep", args.keep, 1),
+        ("--workers", args.workers, 0),
         ("--log-every", args.log_every, 1),
         ("--mask-size", args.mask_size, 1),
         ("--image-size", args.image_size, 16),
@@ -135,13 +142,13 @@ def _run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file")
-    from ..training.train_state import RunDirectory
+    from ..training.train_state import CHECKPOINT_DIR, RunDirectory
 
-    if out.is_dir() and any(out.iterdir()) and not (out / "train_state").exists():
-        run_dir = RunDirectory(out)  # has_state puts back a state moved aside by an interrupted save
-        if not run_dir.has_state() and run_dir.model_step() is None:  # (not even an interrupted first save)
+    run_dir = RunDirectory(out, args.keep)
+    if out.is_dir() and any(out.iterdir()) and not (out / CHECKPOINT_DIR).is_dir():
+        if run_dir.model_step() is None:  # (not even the model files of an interrupted first save)
             raise ValueError(
-                f"{out} exists and is not the output of sam2-jax finetune (no train_state): choose another --out"
+                f"{out} exists and is not the output of sam2-jax finetune (no {CHECKPOINT_DIR}): choose another --out"
             )
     if Path(args.model).exists() and Path(args.model).resolve() == out.resolve():
         raise ValueError("--out must not be the --model directory")
@@ -151,7 +158,7 @@ def _run(args) -> int:
         "coco": fingerprint(args.coco) if args.coco else None,
         "model": fingerprint(args.model),
     }
-    saved = (RunDirectory(out).read_info() or {}).get("args", {}) if out.is_dir() else {}
+    saved = (run_dir.read_info() or {}).get("args", {})
     differ = [k for k in sources if saved and saved.get(k) != sources[k]]
     if differ:
         raise ValueError(
@@ -242,13 +249,14 @@ def _run(args) -> int:
         max_objects=args.max_objects,
         seed=args.seed,
         state=loader_state,
+        worker_count=args.workers,
     )
     try:
         if loader_state is None:
             out.mkdir(parents=True, exist_ok=True)
             if (out / "metrics.jsonl").exists():  # left by a first save that was interrupted
-                RunDirectory(out).truncate_metrics(0)
-            trainer.save(out, loader.state(), run_args)  # step 0: OUT is a resumable run from now on
+                run_dir.truncate_metrics(0)
+            trainer.save(run_dir, loader.state(), run_args)  # step 0: OUT is a resumable run from now on
             if eval_set is not None:
                 before = evaluate(trainer.params)
                 log(f"held-out mIoU before: {before:.4f} ({len(eval_set)} images)")
@@ -263,6 +271,7 @@ def _run(args) -> int:
             log_every=args.log_every,
             progress=not args.no_progress,
             args=run_args,
+            keep=args.keep,
         )
     finally:
         loader.close()

@@ -1,11 +1,11 @@
 """Fine-tuning SAM 2 with optax: the official losses (``losses``), training prompt simulation (``prompts``), a
 jitted train step (``step``), datasets of instance masks (``data``: PNG directories, ``coco``: COCO JSON) with a
-deterministic resumable loader (``loader``), video datasets (``video_data``: DAVIS / YouTube-VOS, SA-V, the page's
-video records; read by ``video_sources``) with the official clip sampler (``video_sampling``), generated shape
-datasets (``synthetic``), per-param learning-rate scales (``lr_scales``: a lower encoder rate, layer-wise decay over
-the Hiera trunk), and the data-parallel ``Trainer`` (``trainer``: its jitted functions ``jitted``,
+deterministic resumable loader on grain (``loader``), video datasets (``video_data``: DAVIS / YouTube-VOS, SA-V,
+the page's video records; read by ``video_sources``) with the official clip sampler (``video_sampling``),
+generated shape datasets (``synthetic``), per-param learning-rate scales (``lr_scales``: a lower encoder rate,
+layer-wise decay over the Hiera trunk), and the data-parallel ``Trainer`` (``trainer``: its jitted functions ``jitted``,
 ``embedding_cache``, ``evaluation``, multi-host ``multihost``) with its resumable run directory (``train_state``,
-``checkpoint``)."""
+``checkpoint``: orbax checkpoints)."""
 
 from .data import Example, SegmentationDataset
 from .embedding_cache import EmbeddingCache

@@ -1,17 +1,21 @@
-"""A ``Trainer``'s checkpoints in its run directory (``train_state.RunDirectory``): ``Trainer.save`` /
+"""A ``Trainer``'s checkpoints in its run directory (``train_state.RunDirectory``: orbax): ``Trainer.save`` /
 ``Trainer.resume``.
 
-  save_checkpoint(trainer, out, loader_state=None, args=None): the model files (the full param tree, float32), then
-        ``train_state`` (the trained leaves, the optimizer state, step / loader state / key / elapsed / args), then
-        the curves
+  save_checkpoint(trainer, out, loader_state=None, args=None, wait=True): the model files (the full param tree,
+        float32; the writing process), then checkpoint ``trainer.step`` (the trained leaves, the optimizer state,
+        the loader state, step / key / elapsed / args / the last metrics row), saved asynchronously (``wait``
+        blocks until it is committed), then the curves. ``out`` a path or a ``RunDirectory`` (its ``keep``).
   restore_checkpoint(trainer, out, args=None) -> the loader state, or None (nothing changed) when ``out`` holds no
-        state: params (the frozen leaves from the trainer's initial params, the source), optimizer state, step,
-        key; metrics rows past the step dropped, the model files rewritten if they are not of that step. A state
-        written with other settings (``trainer.run_args(args)`` differs) raises ``ValueError`` naming them.
+        checkpoint: from the latest one, params (the frozen leaves from the trainer's initial params, the source)
+        and optimizer state onto the trainer's mesh (whatever device count wrote them), step, key; metrics rows
+        past the step dropped, the model files rewritten if they are not of that step. A checkpoint written with
+        other settings (``trainer.run_args(args)`` differs) raises ``ValueError`` naming them, before any array
+        is read.
 
-Multi-host (a trainer whose mesh spans processes): only the mesh's lowest process writes; every process calls
-both functions (they end at a barrier). A resume reads ``out`` on every process, so ``out`` must be on a file
-system they share; processes that find different steps raise ``ValueError``.
+Multi-host (a trainer whose mesh spans processes): every process calls both functions (orbax saves and restores
+collectively, each array written once); only the mesh's lowest process writes the model, metrics and curves. A
+resume reads ``out`` on every process, so ``out`` must be on a file system they share; processes that find
+different steps raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from . import multihost
-from .train_state import RunDirectory, unflatten_onto
+from .train_state import RunDirectory
 
 __all__ = ["save_checkpoint", "restore_checkpoint"]
 
@@ -36,60 +40,72 @@ def _settings_diff(saved: dict, expected: dict) -> list[str]:
     return keys
 
 
-def save_checkpoint(trainer, out, loader_state=None, args: dict | None = None) -> None:
+def _trained(trainer, tree) -> dict:
+    """The trained leaves of an image param tree, nested."""
+    flat = flatten_dict(tree)
+    return unflatten_dict({k: v for k, v in flat.items() if trainer.labels["/".join(k)] == "train"})
+
+
+def save_checkpoint(trainer, out, loader_state=None, args: dict | None = None, wait: bool = True, metrics=None):
     """See the module docstring."""
     run = out if isinstance(out, RunDirectory) else RunDirectory(out)
     if trainer.is_writer:
-        host = {"/".join(k): v for k, v in flatten_dict(jax.device_get(trainer.params)).items()}
         run.write_model(trainer.config, trainer.export_params(), trainer.step)
-        trained = {k: np.asarray(v) for k, v in host.items() if trainer.labels[k] == "train"}
-        info = {
-            "step": trainer.step,
-            "steps": trainer.steps,
-            "complete": trainer.complete,
-            "loader": loader_state,
-            "key": np.asarray(trainer.key).tolist(),
-            "elapsed": trainer.elapsed,
-            "args": trainer.run_args(args),
-        }
-        run.save_state(trained, jax.device_get(trainer.opt_state), info)
+    info = {
+        "step": trainer.step,
+        "steps": trainer.steps,
+        "complete": trainer.complete,
+        "key": np.asarray(jax.device_get(trainer.key)).tolist(),
+        "elapsed": trainer.elapsed,
+        "args": trainer.run_args(args),
+        "metrics": metrics,
+    }
+    run.save_state(trainer.step, _trained(trainer, trainer.params), trainer.opt_state, loader_state, info)
+    if wait:
+        run.wait()
+    if trainer.is_writer:
         run.write_curves()
     multihost.barrier(f"sam2_jax checkpoint {run.out} {trainer.step}", trainer.multihost)
 
 
 def restore_checkpoint(trainer, out, args: dict | None = None):
     """See the module docstring."""
-    run, multi = RunDirectory(out), trainer.multihost
-    if multi:  # the writer puts back an interrupted save's state before anyone reads
-        if trainer.is_writer:
-            run.has_state()
-        multihost.barrier(f"sam2_jax resume {run.out}", multi)
-    loaded = run.load_state() if run.has_state() else None
-    step = -1 if loaded is None else int(loaded[2].get("step", -1))
+    run, multi = (out if isinstance(out, RunDirectory) else RunDirectory(out)), trainer.multihost
+    latest = run.latest_step()
+    step = -1 if latest is None else latest
     if not multihost.all_true(step == _writer_value(step, multi), multi):
         raise ValueError(f"the processes find different states in {out}: it must be on a file system they share")
-    if loaded is None:
+    if latest is None:
         return None
-    trained, opt_flat, info = loaded
-    expected = trainer.run_args(args)
-    if info.get("args") != expected:
-        keys = _settings_diff(info.get("args") or {}, expected)
+    expected, saved = trainer.run_args(args), run.read_info(latest).get("args")
+    if saved != expected:
+        keys = _settings_diff(saved or {}, expected)
         raise ValueError(
             f"{out} holds a run with other settings ({', '.join(keys)}): rerun with the same "
             "arguments to resume it, or choose another output directory"
         )
-    flat = {"/".join(k): v for k, v in flatten_dict(trainer.initial).items()}
-    if set(trained) != {k for k, v in trainer.labels.items() if v == "train"}:
-        raise ValueError(f"{run.state_dir}: the saved params are not this run's trained params")
-    flat.update({k: unflatten_onto(flat[k], {"": v}, f"param {k}") for k, v in trained.items()})
-    params = unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
-    trainer.set_state(params, lambda template: unflatten_onto(template, opt_flat, "optimizer state"), info)
+
+    def target(tree):
+        return jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=trainer._repl), tree
+        )
+
+    template = jax.eval_shape(trainer._train.init, trainer.initial)
+    try:
+        trained, opt_state, loader_state, info = run.restore_state(
+            latest, target(_trained(trainer, trainer.initial)), target(template)
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{run.checkpoint_dir}/{latest} does not fit this run's params or optimizer: {e}") from e
+    flat = flatten_dict(trainer.initial)
+    flat.update(flatten_dict(jax.device_get(trained)))
+    trainer.set_state(unflatten_dict(flat), opt_state, info)
     if trainer.is_writer:
         run.truncate_metrics(trainer.step)
         if run.model_step() != trainer.step:  # the model files do not match the state: rewrite them
             run.write_model(trainer.config, trainer.export_params(), trainer.step)
     multihost.barrier(f"sam2_jax resumed {run.out}", multi)
-    return info.get("loader")
+    return loader_state
 
 
 def _writer_value(value: int, multi: bool) -> int:

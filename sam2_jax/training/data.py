@@ -24,7 +24,8 @@ left with no object, a COCO crowd annotation. Empty masks need pixels: ``check_e
 at construction (on a few threads) so the skips are known before training; with ``False`` they are dropped when read
 (and counted then), and an image left with no object comes out with K = 0 (all padding in the loader).
 
-The loader over a dataset (``DataLoader``, ``resize_masks``) is ``loader.py``.
+The loader over a dataset (``DataLoader``, ``resize_masks``: grain) is ``loader.py``; datasets pickle (for its
+worker processes).
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ class SegmentationDataset:
         self.source = source
         self._lock = threading.Lock()
         self._seen = set(self.skipped)
+
+    def __getstate__(self) -> dict:  # picklable for the loader's worker processes (each counts its own skips)
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     @classmethod
     def from_directory(cls, root: str | os.PathLike, check_empty: bool = True) -> SegmentationDataset:

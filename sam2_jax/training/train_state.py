@@ -1,6 +1,6 @@
-"""The resumable state of a fine-tuning run on disk, and the run's output directory.
+"""A fine-tuning run's output directory: the model, the metrics, and the resumable state as orbax checkpoints.
 
-``OUT`` (``RunDirectory``) is a converted directory plus the run's records:
+``OUT`` (``RunDirectory(out, keep=3)``) is a converted directory plus the run's records:
 
   OUT/config.json, OUT/flax_params.safetensors   the fine-tuned model (``sam2_jax.load(OUT)``): the FULL param tree
                         of the source (video tensors included when it had them), the trained leaves replaced; the
@@ -8,129 +8,99 @@
   OUT/metrics.jsonl     one JSON object per logged step (``step``, ``loss``, ``iou``, ``lr``, ``grad_norm``,
                         ``time``...); lines past the checkpoint's step are dropped on resume (``truncate_metrics``)
   OUT/curves.png        loss and IoU against the step (Pillow)
-  OUT/train_state/      params.safetensors: the trained leaves of the image param tree, ``"a/b/c"`` keys;
-                        opt_state.safetensors: the optimizer state's leaves, keys from their pytree paths
-                        (``flatten_tree``), restored onto the structure of ``optimizer.init`` (``unflatten_onto``);
-                        state.json: {"step", "loader" (the data loader's state), "key" (uint32 words), "args",
-                        "elapsed", "format"}
+  OUT/checkpoints/      an ``orbax.checkpoint.CheckpointManager`` directory, one ``<step>/`` per checkpoint, the
+                        last ``keep`` kept, each with the items ``params`` (the trained leaves of the image param
+                        tree, nested; ``StandardSave``), ``opt_state`` (the optax state), ``data_iter`` (the data
+                        loader's state through grain's orbax handler, ``grain.checkpoint.CheckpointSave``: one
+                        ``process_<i>-of-<n>.json`` per process) and ``state`` (JSON: step, key, elapsed, complete,
+                        the settings ``args`` a resume must match, the last logged ``metrics`` row, ``format``)
 
-What goes in it from a ``Trainer`` (``Trainer.save`` / ``Trainer.resume``) is ``checkpoint.py``;
-``draw_curves(rows)`` draws curves.png.
-
-Every file is written atomically (a temporary sibling, fsynced, then ``os.replace``); ``train_state`` as a whole
-through ``atomic_directory(..., force=True)``, so a reader sees the old state or the new one, never a mix. The
-model files are written BEFORE the state: an interruption in between leaves a state that is older than the
-model files, and resuming from it redoes the same steps (deterministic) and rewrites them. If a run dies between
-the two renames of ``atomic_directory`` (the old state moved aside, the new one not yet in place), ``load_state``
-puts the newest complete one back.
+``save_state(step, params, opt_state, loader_state, info)`` saves asynchronously (every process calls it in a
+multi-host run; orbax writes each array once and commits a step by renaming its temporary directory, so a
+reader sees complete checkpoints only; a half-written one is removed when the directory is opened again);
+``wait()`` blocks until it is committed. ``read_info(step=None)`` -> the ``state`` item (the latest step's),
+``restore_state(step, params_target, opt_target)`` -> (params, opt_state, loader_state, info) onto the targets'
+shardings (``jax.ShapeDtypeStruct`` with a ``sharding``: any device count). The managers are shared per
+directory within a process, so a restore waits for that directory's in-flight save. What goes in from a
+``Trainer`` is ``checkpoint.py``; ``draw_curves(rows)`` draws curves.png. The model files are written (atomically)
+BEFORE the checkpoint: an interruption in between leaves a checkpoint older than them, and resuming from it redoes
+the same steps (deterministic) and rewrites them.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from ..checkpoints.converted import PARAMS_FILE
 from ..checkpoints.readers import CONFIG_FILE
-from ..utils.atomic import atomic_directory, atomic_write
+from ..utils.atomic import atomic_write
 
-STATE_DIR = "train_state"
+CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+KEEP = 3
 
-__all__ = [
-    "RunDirectory",
-    "flatten_tree",
-    "unflatten_onto",
-    "draw_curves",
-    "STATE_DIR",
-    "METRICS_FILE",
-    "CURVES_FILE",
-]
+__all__ = ["RunDirectory", "draw_curves", "CHECKPOINT_DIR", "METRICS_FILE", "CURVES_FILE", "KEEP"]
+
+_MANAGERS: dict[str, tuple[int, object]] = {}  # checkpoint directory -> (keep, its CheckpointManager)
 
 
-def _key_name(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
+@atexit.register
+def _finish_saves() -> None:
+    for _, manager in list(_MANAGERS.values()):
+        manager.wait_until_finished()
 
 
-def flatten_tree(tree) -> dict[str, np.ndarray]:
-    """Any pytree (an optax state, nested params) -> {"a/b/c": NumPy array}, keys from the leaves' paths."""
-    flat = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = "/".join(_key_name(k) for k in path)
-        if name in flat:
-            raise ValueError(f"two leaves of the tree share the key {name!r}")
-        flat[name] = np.asarray(leaf)
-    return flat
+class _Snapshot:
+    """The loader's state at save time, for grain's handler (``get_state() -> bytes``, as a grain DataLoader's)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def get_state(self) -> bytes:
+        return json.dumps(self.state).encode()
 
 
-def unflatten_onto(template, flat: Mapping[str, np.ndarray], what: str = "state"):
-    """The leaves of ``flat`` put onto ``template``'s structure (e.g. ``optimizer.init(params)``), shapes and dtypes
-    checked; a missing, extra or misshapen leaf raises ``ValueError``."""
-    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
-    names = ["/".join(_key_name(k) for k in p) for p, _ in paths]
-    if set(names) != set(flat):
-        missing, extra = sorted(set(names) - set(flat)), sorted(set(flat) - set(names))
-        raise ValueError(f"the saved {what} does not fit this run (missing {missing[:3]}, unexpected {extra[:3]})")
-    leaves = []
-    for name, (_, ref) in zip(names, paths, strict=True):
-        value = flat[name]
-        if value.shape != np.shape(ref) or value.dtype != np.asarray(ref).dtype:
-            raise ValueError(
-                f"the saved {what} leaf {name} is {value.dtype}{value.shape}, expected "
-                f"{np.asarray(ref).dtype}{np.shape(ref)}"
-            )
-        leaves.append(value)
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+class _Receiver:
+    """What grain's handler restores into: ``set_state(bytes)``, ``start_prefetch()``."""
 
+    state = None
 
-def _save_safetensors(path: Path, flat: Mapping[str, np.ndarray], metadata: dict | None = None) -> None:
-    from safetensors.numpy import save
+    def set_state(self, state: bytes) -> None:
+        self.state = json.loads(state)
 
-    data = {k: np.asarray(v, order="C") for k, v in flat.items()}  # (ascontiguousarray makes 0-d 1-d)
-    blob = save(data, metadata={k: str(v) for k, v in (metadata or {}).items()})
-    atomic_write(path, lambda f: f.write(blob))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
+    def start_prefetch(self) -> None:
         pass
-    finally:
-        os.close(fd)
 
 
 class RunDirectory:
     """The files of a run in ``OUT`` (see the module docstring)."""
 
-    def __init__(self, out: str | os.PathLike):
-        self.out = Path(out)
-        self.state_dir = self.out / STATE_DIR
+    def __init__(self, out: str | os.PathLike, keep: int = KEEP):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1 checkpoint, got {keep}")
+        self.out, self.keep = Path(out), int(keep)
+        self.checkpoint_dir = self.out / CHECKPOINT_DIR
         self.metrics_file = self.out / METRICS_FILE
 
     # -- the model -------------------------------------------------------------------------------------------
     def write_model(self, config, full_params: Mapping, step: int) -> None:
         """``config.json`` and ``flax_params.safetensors`` (float32, every leaf of ``full_params``)."""
+        from safetensors.numpy import save
+
         from ..checkpoints.converted import flatten_params
 
         self.out.mkdir(parents=True, exist_ok=True)
-        flat = {k: np.asarray(v, np.float32) for k, v in flatten_params(full_params).items()}
-        _save_safetensors(self.out / PARAMS_FILE, flat, {"format": "sam2-jax", "layout": "flax", "step": step})
+        flat = {k: np.asarray(v, np.float32, order="C") for k, v in flatten_params(full_params).items()}
+        blob = save(flat, metadata={"format": "sam2-jax", "layout": "flax", "step": str(step)})
+        atomic_write(self.out / PARAMS_FILE, lambda f: f.write(blob))
         text = (config.to_json_string() + "\n").encode()
         if not (self.out / CONFIG_FILE).exists() or (self.out / CONFIG_FILE).read_bytes() != text:
             atomic_write(self.out / CONFIG_FILE, lambda f: f.write(text))
@@ -145,51 +115,101 @@ class RunDirectory:
         except Exception:
             return None
 
-    # -- the resumable state ---------------------------------------------------------------------------------
+    # -- the resumable state (orbax) -------------------------------------------------------------------------
+    def manager(self, create: bool = False):
+        """The directory's ``CheckpointManager`` (shared in this process), or None when there is no directory
+        and not ``create``."""
+        import orbax.checkpoint as ocp
+        from grain.checkpoint import CheckpointHandler
+
+        key = str(self.checkpoint_dir.resolve())
+        if key in _MANAGERS and _MANAGERS[key][0] == self.keep:
+            return _MANAGERS[key][1]
+        if not self.checkpoint_dir.is_dir():
+            if not create:
+                return None
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if key in _MANAGERS:  # another ``keep``: finish its saves, reopen
+            _MANAGERS.pop(key)[1].close()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=self.keep, enable_async_checkpointing=True, create=False, cleanup_tmp_directories=True
+        )
+        handlers = {
+            "params": ocp.StandardCheckpointHandler(),
+            "opt_state": ocp.StandardCheckpointHandler(),
+            "data_iter": CheckpointHandler(),
+            "state": ocp.JsonCheckpointHandler(),
+        }
+        manager = ocp.CheckpointManager(self.checkpoint_dir, options=options, item_handlers=handlers)
+        _MANAGERS[key] = (self.keep, manager)
+        return manager
+
+    def steps(self) -> list[int]:
+        """The committed checkpoints' steps, ascending (after any in-flight save of this process)."""
+        manager = self.manager()
+        if manager is None:
+            return []
+        manager.wait_until_finished()
+        manager.reload()
+        return sorted(manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
     def has_state(self) -> bool:
-        self._recover()
-        return (self.state_dir / "state.json").exists()
+        return self.latest_step() is not None
 
-    def save_state(self, trained: Mapping[str, np.ndarray], opt_state, info: dict) -> None:
-        """Write ``train_state/`` atomically: the trained params (flat), the optimizer state, ``info`` as JSON."""
-        info = {"format": STATE_FORMAT, **info}
-        text = json.dumps(info, indent=1, sort_keys=True)
-        self.out.mkdir(parents=True, exist_ok=True)
-        with atomic_directory(self.state_dir, force=True) as tmp:
-            _save_safetensors(tmp / "params.safetensors", trained)
-            _save_safetensors(tmp / "opt_state.safetensors", flatten_tree(opt_state))
-            atomic_write(tmp / "state.json", lambda f: f.write(text.encode()))
-            _fsync_dir(tmp)
-        _fsync_dir(self.out)
+    def save_state(self, step: int, params, opt_state, loader_state, info: dict) -> None:
+        """Start saving checkpoint ``step`` (asynchronously; a step already saved is left as it is)."""
+        import orbax.checkpoint as ocp
+        from grain.checkpoint import CheckpointSave
 
-    def read_info(self) -> dict | None:
-        """``state.json`` (step, loader state, args...), or None when there is no state."""
-        return json.loads((self.state_dir / "state.json").read_text()) if self.has_state() else None
-
-    def load_state(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
-        """(trained params flat, optimizer state flat, info) of ``train_state/``."""
-        from ..checkpoints.readers import read_safetensors
-
-        self._recover()
-        info = json.loads((self.state_dir / "state.json").read_text())
-        if info.get("format") != STATE_FORMAT:
-            raise ValueError(f"{self.state_dir} was written by another version (format {info.get('format')})")
-        trained = read_safetensors(self.state_dir / "params.safetensors")
-        opt = read_safetensors(self.state_dir / "opt_state.safetensors")
-        return trained, opt, info
-
-    def _recover(self) -> None:
-        """Leftovers of an interrupted ``save_state``: put back the newest complete state if none is in place;
-        remove temporary directories."""
-        if not self.out.is_dir():
+        manager = self.manager(create=True)
+        if step in manager.all_steps():
             return
-        name = self.state_dir.name
-        olds = sorted(self.out.glob(f".{name}.*.old"), key=lambda p: p.stat().st_mtime)
-        if not self.state_dir.exists() and olds and (olds[-1] / "state.json").exists():
-            olds[-1].rename(self.state_dir)
-            olds = olds[:-1]
-        for p in [*olds, *self.out.glob(f".{name}.*.tmp")]:
-            shutil.rmtree(p, ignore_errors=True)
+        args = ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            opt_state=ocp.args.StandardSave(opt_state),
+            data_iter=CheckpointSave(_Snapshot(loader_state)),
+            state=ocp.args.JsonSave({"format": STATE_FORMAT, **info}),
+        )
+        manager.save(step, args=args, force=True)
+
+    def wait(self) -> None:
+        """Block until this process's saves to the directory are committed."""
+        manager = self.manager()
+        if manager is not None:
+            manager.wait_until_finished()
+
+    def read_info(self, step: int | None = None) -> dict | None:
+        """The ``state`` item of checkpoint ``step`` (default the latest), or None when there is none."""
+        import orbax.checkpoint as ocp
+
+        step = self.latest_step() if step is None else step
+        if step is None:
+            return None
+        info = self.manager().restore(step, args=ocp.args.Composite(state=ocp.args.JsonRestore())).state
+        if info.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"{self.checkpoint_dir}/{step} was written by another version (format {info.get('format')})"
+            )
+        return info
+
+    def restore_state(self, step: int, params_target, opt_target):
+        """(params, opt_state, loader_state, info) of checkpoint ``step``, the arrays onto the targets' shardings."""
+        import orbax.checkpoint as ocp
+        from grain.checkpoint import CheckpointRestore
+
+        receiver = _Receiver()
+        args = ocp.args.Composite(
+            params=ocp.args.StandardRestore(params_target),
+            opt_state=ocp.args.StandardRestore(opt_target),
+            data_iter=CheckpointRestore(receiver),
+            state=ocp.args.JsonRestore(),
+        )
+        got = self.manager().restore(step, args=args)
+        return got.params, got.opt_state, receiver.state, got.state
 
     # -- metrics and curves ----------------------------------------------------------------------------------
     def append_metrics(self, rows: list[dict]) -> None:

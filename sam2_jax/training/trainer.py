@@ -2,7 +2,7 @@
 
 In: a ``Sam2Model`` and its params (the image tree, or a video checkpoint's full tree: only the image model trains,
 every other tensor is written back unchanged), the hyperparameters of ``step.make_optimizer`` /
-``step.make_train_step``, and batches as ``training.data.DataLoader`` yields them: pixel_values (B, S, S, 3)
+``step.make_train_step``, and batches as ``training.loader.DataLoader`` (grain) yields them: pixel_values (B, S, S, 3)
 float32 normalised, masks (B, P, m, m) bool, valid (B, P) bool, index (B,) int (dataset indices).
 
 Data parallelism: a one-axis ``Mesh`` "data" over ``devices`` (default ``jax.devices()``); params and optimizer
@@ -28,9 +28,10 @@ encoder's lower rate and the Hiera trunk's layer-wise decay (other modes require
 (e.g. ``jnp.bfloat16``) is the computation dtype; params and optimizer state stay float32.
 
 Steps are numbered 1..``steps``; step s uses the key ``fold_in(PRNGKey(seed), s - 1)``, so a resumed run draws
-the same prompts. ``fit(loader, out)`` writes ``out`` (see ``train_state``, ``checkpoint``): metrics rows, the
-model and the state every ``checkpoint_every`` steps and at the end. ``resume(out)`` restores params, optimizer
-state, step, key and returns the loader's saved state, for ``DataLoader(..., state=...)``.
+the same prompts. ``fit(loader, out, keep=3)`` writes ``out`` (see ``train_state``, ``checkpoint``): metrics rows,
+the model and an orbax checkpoint (async; the last ``keep`` kept) every ``checkpoint_every`` steps and at the end.
+``resume(out)`` restores params, optimizer state (onto this trainer's mesh, whatever device count saved them),
+step, key and returns the loader's saved state (grain's), for ``DataLoader(..., state=...)``.
 
 ``multimask_max_points`` is the step's (1: a lone click decodes 3 masks, as SAM 2 trains; evaluation then decodes 3
 and keeps the best by predicted IoU; 0: single masks throughout). ``labels``: "a/b/c" -> "train" / "freeze".
@@ -219,13 +220,15 @@ class Trainer:
         progress: bool = False,
         callback=None,
         args: dict | None = None,
+        keep: int = 3,
     ) -> list[dict]:
         """Train until ``steps`` from the current step, over ``loader`` (iterated again at each epoch's end).
-        With ``out``: metrics rows appended, model + state saved every ``checkpoint_every`` steps and at the end,
-        curves drawn (by the writing process only). ``callback(step, metrics)`` runs after each step (and its
+        With ``out``: metrics rows appended, model + checkpoint saved every ``checkpoint_every`` steps and at the
+        end (checkpoints async, the last ``keep`` kept, committed before ``fit`` returns or raises), curves drawn
+        (by the writing process only). ``callback(step, metrics)`` runs after each step (and its
         checkpoint); an exception there stops the run. Returns the logged rows (``step``, ``loss``, ``iou``,
         ``lr``, ``grad_norm``, ``time``...), on every process."""
-        run = None if out is None else RunDirectory(out)
+        run = None if out is None else RunDirectory(out, keep)
         logged, pending = [], []
         start, elapsed0 = time.perf_counter(), self.elapsed
         bar = progress_bar(self.steps, enabled=progress and self.is_writer, desc="fine-tuning", unit="step")
@@ -249,7 +252,8 @@ class Trainer:
                             if self.is_writer:
                                 run.append_metrics(pending)
                             pending = []
-                            self.save(run, loader.state() if hasattr(loader, "state") else None, args)
+                            state = loader.state() if hasattr(loader, "state") else None
+                            save_checkpoint(self, run, state, args, wait=False, metrics=logged[-1] if logged else None)
                         if callback is not None:
                             callback(s, metrics)
                         if s >= self.steps:
@@ -257,8 +261,10 @@ class Trainer:
                     if not yielded:
                         raise ValueError("the data loader yielded no batch (fewer images than the batch size?)")
         finally:
-            if run is not None and self.is_writer:
-                run.append_metrics(pending)  # past the checkpoint: dropped again by a resume
+            if run is not None:
+                run.wait()
+                if self.is_writer:
+                    run.append_metrics(pending)  # past the checkpoint: dropped again by a resume
         return logged
 
     # -- checkpoints -----------------------------------------------------------------------------------------
@@ -274,24 +280,22 @@ class Trainer:
     def complete(self) -> bool:
         return self.step >= self.steps
 
-    def set_state(self, params, opt_state_from_template, info: dict) -> None:
-        """Install restored state: ``params`` (the image tree, host arrays), the optimizer state built from
-        ``optimizer.init``'s structure by ``opt_state_from_template(template)``, and ``info``'s step, key and
-        elapsed time."""
-        self.params = self.replicate(params)
-        template = jax.device_get(self._train.init(params))
-        self.opt_state = self.replicate(opt_state_from_template(template))
+    def set_state(self, params, opt_state, info: dict) -> None:
+        """Install restored state: ``params`` (the image tree), the optimizer state (of ``optimizer.init``'s
+        structure), and ``info``'s step, key and elapsed time."""
+        self.params, self.opt_state = self.replicate(params), self.replicate(opt_state)
         self.step, self.elapsed = int(info["step"]), float(info["elapsed"])
         self.key = jnp.asarray(np.asarray(info["key"], np.uint32))
 
-    def save(self, out, loader_state=None, args: dict | None = None) -> None:
-        """Write the model files, then ``train_state``, then the curves (``checkpoint.save_checkpoint``)."""
-        save_checkpoint(self, out, loader_state, args)
+    def save(self, out, loader_state=None, args: dict | None = None, wait: bool = True) -> None:
+        """Write the model files, then checkpoint ``step`` (async: committed on return unless not ``wait``),
+        then the curves (``checkpoint.save_checkpoint``)."""
+        save_checkpoint(self, out, loader_state, args, wait=wait)
 
     def resume(self, out, args: dict | None = None):
-        """Restore ``out/train_state`` when there is one (else return None and change nothing): params, optimizer
-        state, step, key; metrics rows past its step are dropped. Returns the data loader's saved state. A state
-        written with other hyperparameters or ``args`` raises ``ValueError`` naming them."""
+        """Restore ``out``'s latest checkpoint when there is one (else return None and change nothing): params,
+        optimizer state, step, key; metrics rows past its step are dropped. Returns the data loader's saved state.
+        A checkpoint written with other hyperparameters or ``args`` raises ``ValueError`` naming them."""
         return restore_checkpoint(self, out, args)
 
     # -- evaluation ------------------------------------------------------------------------------------------
