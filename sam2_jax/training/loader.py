@@ -59,10 +59,23 @@ def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
 class _PrepareBatch:
     """(k, the k-th batch's dataset indices) -> the loader's dict of rows ``start:stop`` (picklable for workers)."""
 
-    def __init__(self, dataset, image_size: int, mask_size: int, max_objects: int, seed: int, rows):
+    def __init__(self, dataset, image_size: int, mask_size: int, max_objects: int, seed: int, rows, threads=1):
         self.dataset, self.image_size, self.mask_size, self.max_objects = dataset, image_size, mask_size, max_objects
-        self.seed, self.rows = seed, rows
+        self.seed, self.rows, self.threads = seed, rows, threads
         self.processor = Sam2Processor(image_size)
+        self._pool = None  # the rows of a batch decode in parallel (made where it runs: not pickled to workers)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_pool": None}
+
+    def _map(self, fn, items):
+        if self.threads <= 1:
+            return [fn(*x) for x in items]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sam2-decode")
+        return list(self._pool.map(lambda x: fn(*x), items))
 
     def example(self, k: int, slot: int, index: int):
         try:
@@ -86,7 +99,8 @@ class _PrepareBatch:
     def __call__(self, k: int, indices: np.ndarray) -> dict[str, np.ndarray]:
         start, stop = self.rows
         slots = range(start, min(stop, len(indices)))
-        pixels, masks, valid, index, sizes = zip(*(self.example(k, s, int(indices[s])) for s in slots), strict=True)
+        rows = self._map(self.example, [(k, s, int(indices[s])) for s in slots])
+        pixels, masks, valid, index, sizes = zip(*rows, strict=True)
         return {
             "pixel_values": np.stack(pixels),
             "masks": np.stack(masks),
@@ -131,7 +145,8 @@ class DataLoader:
         order = grain.MapDataset.range(n)
         order = order.shuffle(seed=self.seed) if shuffle else order
         batches = order.batch(batch_size, drop_remainder=drop_last).repeat(epochs)
-        prepare = _PrepareBatch(dataset, image_size, mask_size, max_objects, self.seed, self.rows)
+        self._prepare = prepare = _PrepareBatch(dataset, image_size, mask_size, max_objects, self.seed, self.rows,
+                                                num_threads)  # fmt: skip
         read = grain.ReadOptions(num_threads=max(num_threads, 1), prefetch_buffer_size=max(prefetch, 1))
         pipeline = batches.map_with_index(prepare).to_iter_dataset(read)
         if worker_count > 0:
@@ -178,6 +193,9 @@ class DataLoader:
             self._final_state = self._iterator.get_state()
             self._iterator.close()
             self._iterator = None
+        if self._prepare._pool is not None:
+            self._prepare._pool.shutdown(wait=True)
+            self._prepare._pool = None
 
     def __enter__(self) -> DataLoader:
         return self
