@@ -22,12 +22,14 @@ id of the object with the highest logit > 0; ``palette``: DAVIS / YouTube-VOS pa
                                     are those an uninterrupted run writes, to rounding (the memory bank is rebuilt
                                     from the host records in another slot order: ~1e-6)
   labels(frame) -> (H, W) or None   the last label image computed for a frame (None: never tracked)
-``TrackJob``: ``done`` / ``total`` frames, ``fps``, ``running``, ``error``, ``frames`` (in the order computed),
+``TrackJob``: ``done`` / ``total`` frames, ``fps``, ``running``, ``error``, ``frames`` (in the order computed) and
+``times`` (``perf_counter()`` at each),
 ``wait(timeout)``. Prompts and removals while a job runs raise ``TrackingBusy``. Thread-safe.
 
 ``out_dir/video.json`` (``FORMAT``), rewritten atomically after each prompt and removal and at most once a second
 while tracking: the video's frame count and size, every call made (prompts and removals, in order) and, per
-tracked frame, each object's mask as COCO RLE. Just before it, the tracking state goes to ``out_dir/.tracking/``
+tracked frame, each object's mask as COCO RLE (each label image encoded once; while tracking, saves take at
+most a tenth of the time). Just before it, the tracking state goes to ``out_dir/.tracking/``
 (``frontends.video.state_dir``: each tracked frame's records written once, a small head rewritten), with what is
 left of the tracking plan. A restart on the same OUT (also after kill -9 mid-track) shows the tracked frames'
 saved masks and restores that state, so ``start_tracking()`` carries on from the last frame saved, as ``sam2-jax
@@ -64,6 +66,7 @@ class TrackJob:
     total: int
     done: int = 0
     frames: list = field(default_factory=list)
+    times: list = field(default_factory=list)  # perf_counter() as each frame was done
     running: bool = True
     cancelled: bool = False
     error: str | None = None
@@ -99,6 +102,8 @@ class VideoTracking:
         self._cancel = threading.Event()
         self._calls: list[dict] = []
         self._saved_at = 0.0
+        self._save_s = 0.0  # how long the last save took
+        self._rles: dict[int, tuple] = {}  # frame -> (label image, object ids, {id: RLE}) of the last save
         self._replaying = False
         self._undo: list[tuple] = []  # before each prompt since the last run: (snapshot, frame, label, dirty, plan)
         self._position: list | None = None  # while a job runs: what is left of its plan after the last frame
@@ -168,15 +173,20 @@ class VideoTracking:
         from .masks import encode_masks
 
         now = time.monotonic()
-        if self._replaying or (not force and now - self._saved_at < 1.0):
+        # while tracking at most once a second, and at most a tenth of the time (a long video's record is long)
+        if self._replaying or (not force and now - self._saved_at < max(1.0, 10 * self._save_s)):
             return
         self._saved_at = now
         ids = list(self.state.obj_ids)
         masks = {}
         for t in sorted(self._labels):
             label = self._labels[t]
-            rles = encode_masks(np.stack([label == i for i in ids])) if ids else []
-            masks[str(t)] = {str(i): r["segmentation"] for i, r in zip(ids, rles, strict=True) if r["area"] > 0}
+            cached = self._rles.get(t)
+            if cached is None or cached[0] is not label or cached[1] != ids:  # encoded once per label image
+                rles = encode_masks(np.stack([label == i for i in ids])) if ids else []
+                got = {str(i): r["segmentation"] for i, r in zip(ids, rles, strict=True) if r["area"] > 0}
+                self._rles[t] = cached = (label, ids, got)
+            masks[str(t)] = cached[2]
         plan = self._plan if self._position is None else self._position
         info = {"calls": len(self._calls), "plan": plan, "dirty": sorted(self._dirty)}
         self._state_dir.save(self.state, info)  # before the record: its calls are those of a saved state
@@ -184,6 +194,7 @@ class VideoTracking:
         rec = {"format": FORMAT, "frames": f.num_frames, "width": f.video_width, "height": f.video_height,
                "objects": ids, "calls": self._calls, "masks": masks, "palette": self.palette}  # fmt: skip
         atomic_write(self.out / RECORD, lambda fh: fh.write(json.dumps(rec).encode()))
+        self._save_s = time.monotonic() - now
 
     @property
     def num_frames(self) -> int:
@@ -306,6 +317,7 @@ class VideoTracking:
                             self._position = _rest(plan, t, reverse, self.num_frames)
                             self._save(force=False)
                         job.frames.append(t)
+                        job.times.append(time.perf_counter())
                         job.done += 1
                         if self._cancel.is_set():
                             plan[:] = self._position
