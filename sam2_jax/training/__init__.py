@@ -19,7 +19,9 @@ from .synthetic import make_shapes_example, write_coco, write_shapes_dataset
 from .train_state import RunDirectory
 from .trainer import Trainer
 from .video_data import VideoClip, VideoDataset
+from .video_prompts import ClipPlan, VideoPromptSettings, sample_plan
 from .video_sampling import ClipSample, VideoClipSource, sample_clip
+from .video_step import make_video_train_step
 
 __all__ = [
     "EmbeddingCache",
@@ -55,4 +57,8 @@ __all__ = [
     "VideoClipSource",
     "VideoDataset",
     "sample_clip",
+    "ClipPlan",
+    "VideoPromptSettings",
+    "make_video_train_step",
+    "sample_plan",
 ]

@@ -9,7 +9,10 @@
         whole-model recipe is 0.6 and 0.9; only matters when the encoder trains, ``trainable="all"``)
   trainable_labels(params, trainable) -> the param tree labelled "train" / "freeze":
         "decoder" the mask decoder (without ``conv_s0`` / ``conv_s1``, which belong to the image path),
-        "prompt+decoder" also the prompt encoder, "all" everything; the random Fourier matrices
+        "prompt+decoder" also the prompt encoder, "memory" the video model's memory path (every
+        ``sam2_video_model.VIDEO_ONLY_PARAMS`` subtree: memory attention, memory encoder, temporal encodings,
+        object-pointer projections, no-object pointer, occlusion embedding, mask downsampler; plus
+        ``no_memory_embedding``), "decoder+memory" both, "all" everything; the random Fourier matrices
         (``positional_embedding``, buffers in torch) always stay frozen
   make_train_step(model, optimizer, trainable="decoder", num_correction_steps=0, ...) -> ``TrainStep``:
         init(params) -> opt_state; step(params, opt_state, batch, key) -> (params, opt_state, metrics),
@@ -44,13 +47,23 @@ import jax.numpy as jnp
 import optax
 
 from ..modeling.sam2_model import Sam2Model
+from ..modeling.sam2_video_model import VIDEO_ONLY_PARAMS
 from . import prompts as P
 from .losses import StepOutput, mask_iou, multistep_loss
 from .lr_scales import scale_by_lr_scales
 
 NO_OBJ_SCORE = -1024.0
-TRAINABLE = ("decoder", "prompt+decoder", "all")
-__all__ = ["TRAINABLE", "TrainStep", "make_optimizer", "make_schedule", "trainable_labels", "make_train_step"]
+TRAINABLE = ("decoder", "prompt+decoder", "memory", "decoder+memory", "all")
+MEMORY_PARAMS = (*VIDEO_ONLY_PARAMS, "no_memory_embedding")  # "memory": the video model's memory path
+__all__ = [
+    "MEMORY_PARAMS",
+    "TRAINABLE",
+    "TrainStep",
+    "make_optimizer",
+    "make_schedule",
+    "trainable_labels",
+    "make_train_step",
+]
 
 
 class TrainStep(NamedTuple):
@@ -100,6 +113,10 @@ def trainable_labels(params, trainable: str = "decoder"):
             return "freeze"
         if trainable == "all":
             return "train"
+        if keys[0] in MEMORY_PARAMS:
+            return "train" if trainable in ("memory", "decoder+memory") else "freeze"
+        if trainable == "memory":
+            return "freeze"
         if keys[0] == "mask_decoder":
             return "freeze" if keys[1] in ("conv_s0", "conv_s1") else "train"
         return "train" if trainable == "prompt+decoder" and keys[0] == "prompt_encoder" else "freeze"
