@@ -89,13 +89,18 @@ def make_driver(profile: str):
     return drv
 
 
-def wait_js(drv, condition: str, timeout: float = 600.0) -> None:
-    script = f"const d = window.sam2Debug; if (!d) return false; const s = d.state; return !!({condition});"
+def poll_js(drv, script: str, condition: str, timeout: float) -> None:
+    """Run ``script`` every 5 ms until it returns true; after ``timeout`` s a TimeoutError with the page's status."""
     deadline = time.monotonic() + timeout
     while not drv.execute_script(script):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{condition}: {drv.find_element('id', 'status').text}")
         time.sleep(0.005)
+
+
+def wait_js(drv, condition: str, timeout: float = 600.0) -> None:
+    script = f"const d = window.sam2Debug; if (!d) return false; const s = d.state; return !!({condition});"
+    poll_js(drv, script, condition, timeout)
 
 
 def click_at(drv, fx: float, fy: float, negative: bool = False) -> None:

@@ -58,12 +58,9 @@ def run_track(model: str, frames: Path, out: Path, end: int) -> float:
 
 
 def wait(drv, condition: str, timeout: float = 1800.0) -> None:
-    script = f"const s = window.sam2Video; return !!(s && ({condition}));"
-    deadline = time.monotonic() + timeout
-    while not drv.execute_script(script):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{condition}: {drv.find_element('id', 'status').text}")
-        time.sleep(0.005)
+    from bench_app import poll_js
+
+    poll_js(drv, f"const s = window.sam2Video; return !!(s && ({condition}));", condition, timeout)
 
 
 def scrub(drv, steps: int, jumps: int, rng) -> tuple[np.ndarray, np.ndarray]:

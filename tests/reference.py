@@ -249,3 +249,25 @@ def random_params(config: Sam2Config, seed: int = 0, score_shift: float = 0.0, v
     params = jax.tree_util.tree_map_with_path(leaf, param_shapes(config))
     params["mask_decoder"]["pred_obj_score_head"]["proj_out"]["bias"] += score_shift
     return params
+
+
+def write_bedroom_frames(directory, n: int, width: int, height: int):
+    """The first ``n`` bundled bedroom frames resized to ``width`` x ``height`` as ``directory/<i>.jpg`` (a frames
+    directory ``VideoFrames`` and ``sam2-jax annotate`` read); returns the directory."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    bedroom = Path(__file__).parent / "data" / "videos" / "bedroom"
+    for i in range(n):
+        frame = Image.open(bedroom / f"{i:05d}.jpg").convert("RGB").resize((width, height))
+        frame.save(Path(directory) / f"{i}.jpg", quality=95)
+    return directory
+
+
+def save_tracking_model(path):
+    """``tracking_test_config`` with random params (``score_shift=5``: objects found) as a converted directory."""
+    from sam2_jax import save_converted
+
+    config = tracking_test_config()
+    return save_converted(path, config, random_params(config, score_shift=5.0))

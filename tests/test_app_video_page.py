@@ -18,7 +18,6 @@ from sam2_jax.app.server import start_server
 from sam2_jax.cli.track import labels_from_logits
 from sam2_jax.frontends.video.predictor import Sam2VideoPredictor
 
-BEDROOM = pathlib.Path(__file__).parent / "data" / "videos" / "bedroom"
 W, H, N = 480, 270, 12
 
 
@@ -34,10 +33,9 @@ def predictor():
 
 @pytest.fixture(scope="module")
 def frames_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("frames")
-    for i in range(N):
-        Image.open(BEDROOM / f"{i:05d}.jpg").convert("RGB").resize((W, H)).save(d / f"{i}.jpg", quality=95)
-    return d
+    from reference import write_bedroom_frames
+
+    return write_bedroom_frames(tmp_path_factory.mktemp("frames"), N, W, H)
 
 
 def wait(drv, condition: str, timeout: float = WAIT_S):

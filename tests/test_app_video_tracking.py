@@ -27,20 +27,16 @@ POINT, BOX = [240, 130], [300, 150, 420, 260]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from reference import random_params, tracking_test_config
+    from reference import save_tracking_model
 
-    from sam2_jax import save_converted
-
-    config = tracking_test_config()
-    return save_converted(tmp_path_factory.mktemp("model") / "ckpt", config, random_params(config, score_shift=5.0))
+    return save_tracking_model(tmp_path_factory.mktemp("model") / "ckpt")
 
 
 @pytest.fixture(scope="module")
 def frames_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("frames")
-    for i in range(N):
-        Image.open(BEDROOM / f"{i:05d}.jpg").convert("RGB").resize((W, H)).save(d / f"{i}.jpg", quality=95)
-    return d
+    from reference import write_bedroom_frames
+
+    return write_bedroom_frames(tmp_path_factory.mktemp("frames"), N, W, H)
 
 
 @pytest.fixture(scope="module")

@@ -230,11 +230,11 @@ class VideoTracking:
             self._idle("adding a prompt")
             if self.palette and int(obj_id) > 255:
                 raise ValueError(f"a palette PNG holds object ids up to 255, got object {obj_id}")
-            before = (self.state.snapshot(), self._labels.get(frame), set(self._dirty), list(self._plan))
+            snap, dirty, plan = self.state.snapshot(), set(self._dirty), list(self._plan)
             t, ids, masks = self.predictor.add_new_points_or_box(
                 self.state, frame, obj_id, points=points, labels=labels, box=box, clear_old_points=clear_old_points
             )
-            self._undo = self._undo[-(UNDO_DEPTH - 1) :] + [(before[0], t, *before[1:])]
+            self._undo = self._undo[-(UNDO_DEPTH - 1) :] + [(snap, t, self._labels.get(t), dirty, plan)]
             self._dirty.add(t)
             label = self._write(t, ids, masks)
             as_list = lambda a, kind: None if a is None else np.asarray(a, kind).tolist()  # noqa: E731
@@ -256,6 +256,7 @@ class VideoTracking:
             self.state.restore(snap)
             if label is None:
                 self._labels.pop(t, None)
+                self._rles.pop(t, None)
                 (self.out / f"{t:05d}.png").unlink(missing_ok=True)
             else:
                 self._write_label(t, label)

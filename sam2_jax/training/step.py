@@ -133,6 +133,34 @@ def _training_model(model: Sam2Model, dtype) -> Sam2Model:
     return Sam2Model(config, model.dtype if dtype is None else dtype, model.implementation, model.precision)
 
 
+class MaskedOptimizer:
+    """``optimizer`` over the ``trainable`` params only (``trainable_labels``; the frozen ones get no update,
+    ``optax.set_to_zero``), the shared part of the image and video train steps:
+      frozen(params) -> tree of bool (True: frozen); init(params) -> opt_state;
+      apply(params, opt_state, grads, frozen) -> (params, opt_state, the trained params' gradient norm)."""
+
+    def __init__(self, optimizer: optax.GradientTransformation, trainable: str):
+        self.optimizer, self.trainable = optimizer, trainable
+        self._tx = None  # made on first use: the labels need the param tree
+
+    def tx(self, params) -> optax.GradientTransformation:
+        if self._tx is None:
+            labels = trainable_labels(params, self.trainable)
+            self._tx = optax.multi_transform({"train": self.optimizer, "freeze": optax.set_to_zero()}, labels)
+        return self._tx
+
+    def frozen(self, params):
+        return jax.tree_util.tree_map(lambda lab: lab == "freeze", trainable_labels(params, self.trainable))
+
+    def init(self, params):
+        return self.tx(params).init(params)
+
+    def apply(self, params, opt_state, grads, frozen):
+        updates, opt_state = self.tx(params).update(grads, opt_state, params)
+        norm = optax.tree.norm(jax.tree_util.tree_map(lambda g, f: jnp.zeros_like(g) if f else g, grads, frozen))
+        return optax.apply_updates(params, updates), opt_state, norm
+
+
 def make_train_step(
     model: Sam2Model,
     optimizer: optax.GradientTransformation,
@@ -152,13 +180,7 @@ def make_train_step(
     net = _training_model(model, dtype)
     loss_kwargs = dict(loss_kwargs or {})
     size = model.config.prompt_encoder_config.image_size
-    tx_cache: dict[str, optax.GradientTransformation] = {}
-
-    def wrapped(params) -> optax.GradientTransformation:
-        if "tx" not in tx_cache:
-            labels = trainable_labels(params, trainable)
-            tx_cache["tx"] = optax.multi_transform({"train": optimizer, "freeze": optax.set_to_zero()}, labels)
-        return tx_cache["tx"]
+    masked = MaskedOptimizer(optimizer, trainable)
 
     def decode(params, emb, pe, points, labels, prompt_mask, mask_in, multimask, out_hw):
         out = net.apply(
@@ -227,18 +249,11 @@ def make_train_step(
         iou = (mask_iou(high, gt) * valid).sum() / jnp.maximum(valid.sum(), 1)
         return losses["core_loss"], {**losses, "loss": losses["core_loss"], "iou": iou}
 
-    def init(params):
-        return wrapped(params).init(params)
-
     @jax.jit
     def step(params, opt_state, batch, key):
-        tx = wrapped(params)
-        frozen = jax.tree_util.tree_map(lambda lab: lab == "freeze", trainable_labels(params, trainable))
+        frozen = masked.frozen(params)
         grads, metrics = jax.grad(loss_fn, has_aux=True)(params, frozen, batch, key)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        metrics["grad_norm"] = optax.tree.norm(
-            jax.tree_util.tree_map(lambda g, f: jnp.zeros_like(g) if f else g, grads, frozen)
-        )
-        return optax.apply_updates(params, updates), opt_state, metrics
+        params, opt_state, metrics["grad_norm"] = masked.apply(params, opt_state, grads, frozen)
+        return params, opt_state, metrics
 
-    return TrainStep(init, step)
+    return TrainStep(masked.init, step)

@@ -45,7 +45,7 @@ from ..tracking.steps import condition_on_memory
 from . import prompts as P
 from . import video_frames as V
 from .losses import WEIGHTS, mask_iou
-from .step import TrainStep, trainable_labels
+from .step import MaskedOptimizer, TrainStep
 from .video_prompts import ClipPlan, VideoPromptSettings, frame_roles, sample_plan
 
 MOSE_LOSS = dict(weights=WEIGHTS, supervise_all_iou=True, iou_use_l1_loss=True, pred_obj_scores=True)
@@ -201,13 +201,7 @@ def make_video_train_step(
     loss_kwargs = {**MOSE_LOSS, **(loss_kwargs or {})}
     call = Caller(video_training_model(model, dtype))
     size = call.config.prompt_encoder_config.image_size
-    tx_cache: dict[str, optax.GradientTransformation] = {}
-
-    def wrapped(params) -> optax.GradientTransformation:
-        if "tx" not in tx_cache:
-            labels = trainable_labels(params, trainable)
-            tx_cache["tx"] = optax.multi_transform({"train": optimizer, "freeze": optax.set_to_zero()}, labels)
-        return tx_cache["tx"]
+    masked = MaskedOptimizer(optimizer, trainable)
 
     def loss_fn(params, frozen, batch, plan):
         params = jax.tree_util.tree_map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
@@ -225,20 +219,13 @@ def make_video_train_step(
         losses, iou = clip_loss(call, params, features, gt, keep, plan, s, loss_kwargs, remat)
         return losses["core_loss"], {**losses, "loss": losses["core_loss"], "iou": iou}
 
-    def init(params):
-        return wrapped(params).init(params)
-
     @jax.jit
     def step(params, opt_state, batch, key, plan=None):
         if plan is None:
             plan = sample_plan(key, num_frames, s)
-        tx = wrapped(params)
-        frozen = jax.tree_util.tree_map(lambda lab: lab == "freeze", trainable_labels(params, trainable))
+        frozen = masked.frozen(params)
         grads, metrics = jax.grad(loss_fn, has_aux=True)(params, frozen, batch, plan)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        metrics["grad_norm"] = optax.tree.norm(
-            jax.tree_util.tree_map(lambda g, f: jnp.zeros_like(g) if f else g, grads, frozen)
-        )
-        return optax.apply_updates(params, updates), opt_state, metrics
+        params, opt_state, metrics["grad_norm"] = masked.apply(params, opt_state, grads, frozen)
+        return params, opt_state, metrics
 
-    return TrainStep(init, step)
+    return TrainStep(masked.init, step)

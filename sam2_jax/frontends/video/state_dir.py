@@ -8,7 +8,8 @@ whose state is a few records, not for a state that keeps every tracked frame (~0
                            not saved yet go to ``r<n>.npz`` (one per record; bfloat16 as its bits), then
                            ``head.npz`` is rewritten atomically: per object its id, ``tracked`` (num_frames,),
                            prompts (points, masks) and, for every record of ``cond`` / ``non_cond`` / ``temp_cond``
-                           / ``temp_non_cond``, its frame, object score, pointer (C,) and file number; ``info`` is
+                           / ``temp_non_cond``, its frame, object score, pointer (C,), file number and the dtypes of
+                           the arrays in it (so that a load opens no record file); ``info`` is
                            any JSON-able dict of the caller's. Then the files no record names any more are deleted.
                            A record's files are written before the head that names them, so a kill -9 at any point
                            leaves the last head and every file it names.
@@ -68,29 +69,26 @@ class TrackingStateDir:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._saved: dict[int, tuple[int, bool]] = {}  # id(record) -> (file number, with features)
-        self._alive: dict[int, FrameRecord] = {}  # keeps the records of ``_saved`` alive, so ids stay theirs
+        # id(record) -> (the record, kept alive so that the id stays its own; file number; {array: dtype name})
+        self._saved: dict[int, tuple[FrameRecord, int, dict]] = {}
         self._next = 0
 
     def _file(self, n: int) -> Path:
         return self.path / f"r{n}.npz"
 
-    def _write_record(self, rec: FrameRecord) -> int:
-        key = id(rec)
-        done = self._saved.get(key)
-        if done is not None and (done[1] or not rec.has_features):
-            return done[0]
+    def _write_record(self, rec: FrameRecord) -> tuple[int, dict]:
+        """The record's file number and its arrays' dtype names, its file written unless it is already (with
+        the features, once they are encoded)."""
+        done = self._saved.get(id(rec))
+        if done is not None and ("features" in done[2] or not rec.has_features):
+            return done[1], done[2]
         n, self._next = self._next, self._next + 1
-        arrays = {}
-        for name in _ARRAYS:
-            value = getattr(rec, name)
-            if value is not None:
-                arrays[name] = _bits(value)
-                arrays[name + "_dtype"] = np.array(np.asarray(value).dtype.name)
+        arrays = {name: np.asarray(getattr(rec, name)) for name in _ARRAYS if rec.stored(name) is not None}
         with open(self._file(n), "wb") as f:
-            np.savez(f, **arrays)
-        self._saved[key], self._alive[key] = (n, rec.has_features), rec
-        return n
+            np.savez(f, **{name: _bits(a) for name, a in arrays.items()})
+        dtypes = {name: a.dtype.name for name, a in arrays.items()}
+        self._saved[id(rec)] = (rec, n, dtypes)
+        return n, dtypes
 
     def save(self, state, info: dict | None = None) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -103,10 +101,10 @@ class TrackingStateDir:
             for kind in _KINDS:
                 rows = []
                 for t, rec in getattr(track, kind).items():
-                    n = self._write_record(rec)
+                    n, dtypes = self._write_record(rec)
                     used.add(n)
                     score = None if rec.object_score is None else float(rec.object_score)
-                    rows.append([int(t), score, n, rec.pointer is not None])
+                    rows.append([int(t), score, n, rec.pointer is not None, dtypes])
                     if rec.pointer is not None:
                         arrays[f"{o}/{kind}/{t}/pointer"] = _bits(rec.pointer)
                 kinds[kind] = rows
@@ -121,10 +119,10 @@ class TrackingStateDir:
                 "pointer_dtype": pointer_dtype}  # fmt: skip
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         atomic_write(self.path / HEAD, lambda f: np.savez(f, **arrays))
-        for key, (n, _) in list(self._saved.items()):
+        for key, (_, n, _) in list(self._saved.items()):
             if n not in used:
                 self._file(n).unlink(missing_ok=True)
-                del self._saved[key], self._alive[key]
+                del self._saved[key]
 
     def load(self, state) -> dict | None:
         head = self.path / HEAD
@@ -142,7 +140,7 @@ class TrackingStateDir:
             raise ValueError(f"{head} is not a readable tracking state: {e}") from None
         state.obj_ids = [desc["obj_id"] for desc in meta["objects"]]
         state.objects = objects
-        used = {n for desc in meta["objects"] for rows in desc["records"].values() for _, _, n, _ in rows}
+        used = {row[2] for desc in meta["objects"] for rows in desc["records"].values() for row in rows}
         for p in self.path.glob("r*.npz"):  # files of records written after the head, by a killed run
             if p.stem[1:].isdigit() and int(p.stem[1:]) not in used:
                 p.unlink(missing_ok=True)
@@ -152,15 +150,13 @@ class TrackingStateDir:
     def _object(self, data, o: int, desc: dict, meta: dict) -> ObjectTrack:
         track = ObjectTrack(meta["num_frames"], tracked=data[f"{o}/tracked"].copy())
         for kind, rows in desc["records"].items():
-            for t, score, n, has_pointer in rows:
-                path = self._file(n)
-                with np.load(path, allow_pickle=False) as rec:
-                    handles = {name: _Saved(path, name, str(rec[name + "_dtype"])) if name in rec.files else None
-                               for name in _ARRAYS}  # fmt: skip
+            for t, score, n, has_pointer, dtypes in rows:
+                handles = {name: _Saved(self._file(n), name, dtypes[name]) if name in dtypes else None
+                           for name in _ARRAYS}  # fmt: skip
                 pointer = _typed(data[f"{o}/{kind}/{t}/pointer"], meta["pointer_dtype"]) if has_pointer else None
                 record = FrameRecord(handles["low_res_mask"], pointer, score, handles["features"])
                 getattr(track, kind)[t] = record
-                self._saved[id(record)], self._alive[id(record)] = (n, record.has_features), record
+                self._saved[id(record)] = (record, n, dtypes)
         for t in desc["points"]:
             track.points[t] = (data[f"{o}/points/{t}/coords"], data[f"{o}/points/{t}/labels"])
         for t in desc["masks"]:
