@@ -150,6 +150,9 @@ class RunDirectory:
         if manager is None:
             return []
         manager.wait_until_finished()
+        # orbax removes a killed save's ``<step>.orbax-checkpoint-tmp`` in a background future it only awaits
+        # before the next save; wait for it here so that what this returns and what is on disk agree
+        getattr(manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
         manager.reload()
         return sorted(manager.all_steps())
 
