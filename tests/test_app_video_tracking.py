@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sam2_jax.app.video_api import LONG_POLL_S
 from sam2_jax.app.video_tracking import TrackingBusy, VideoTracking
 from sam2_jax.cli import main
 from sam2_jax.cli.track import labels_from_logits
@@ -189,18 +190,22 @@ def test_video_api(predictor, frames_dir, tmp_path):
         assert c.get("/api/info").json()["objects"] == [1]
         r = c.post("/api/video/track")
         assert r.status_code == 202 and r.json()["total"] == N
-        seen = []
-        while True:
-            s = c.get(f"/api/video/track/since/{len(seen)}").json()
+        seen, empty, t0 = [], 0, time.monotonic()
+        while True:  # the page's long poll: an answer while running brings a new frame, or comes after 5 s
+            s = c.get(f"/api/video/track/next/{len(seen)}").json()
             seen += s["frames"]
             if not s["running"]:
                 break
+            empty += not s["frames"]
             r = c.post("/api/video/prompts", json={"frame": 3, "obj_id": 1, "points": [POINT]})
             assert r.status_code in (200, 409)  # 409 while tracking runs
             if r.status_code == 409:
                 assert "cancel" in r.json()["error"]
             time.sleep(0.05)
         assert seen == list(range(N)) and s["error"] is None
+        assert empty <= (time.monotonic() - t0) / LONG_POLL_S, (empty, time.monotonic() - t0)
+        assert c.get(f"/api/video/track/since/{N - 2}").json()["frames"] == [N - 2, N - 1]
+        assert c.get(f"/api/video/track/next/{N}").json()["frames"] == []  # ended: answered at once
         m = c.get("/api/video/frames/11/masks").json()
         assert m["tracked"] and set(m["masks"]) <= {"1"}
         jpeg = c.get("/api/video/frames/4/file")

@@ -17,6 +17,8 @@ from . import validation as v
 from .masks import color_of, encode_masks
 from .video_tracking import TrackingBusy, VideoTracking
 
+LONG_POLL_S = 5.0  # how long ``GET /api/video/track/next/{k}`` waits for a frame
+
 
 @dataclass
 class VideoAnnotateState:
@@ -173,6 +175,15 @@ def track_state(state, params, body):
     return _job_row(job, int(params.get("since", 0)))
 
 
+def track_next(state, params, body):
+    """The long poll the page streams with: the job's row once a frame past the ``since`` first is done or the job
+    ends (at most ``LONG_POLL_S``; then the row as it is)."""
+    since, job = int(params["since"]), state.tracking.job
+    if job is not None:
+        job.wait_past(since, LONG_POLL_S)
+    return track_state(state, params, body)
+
+
 def cancel(state, params, body):
     state.tracking.cancel()
     return {"cancelled": True}
@@ -187,5 +198,6 @@ ROUTES = [
     ("POST", "/api/video/track", track, False),
     ("GET", "/api/video/track", track_state, False),
     ("GET", "/api/video/track/since/{since:int}", track_state, False),
+    ("GET", "/api/video/track/next/{since:int}", track_next, False),
     ("POST", "/api/video/track/cancel", cancel, False),
 ]

@@ -24,7 +24,8 @@ id of the object with the highest logit > 0; ``palette``: DAVIS / YouTube-VOS pa
   labels(frame) -> (H, W) or None   the last label image computed for a frame (None: never tracked)
 ``TrackJob``: ``done`` / ``total`` frames, ``fps``, ``running``, ``error``, ``frames`` (in the order computed) and
 ``times`` (``perf_counter()`` at each),
-``wait(timeout)``. Prompts and removals while a job runs raise ``TrackingBusy``. Thread-safe.
+``wait(timeout)``, ``wait_past(seen, timeout)`` (until a frame past the ``seen`` first is done, or the end).
+Prompts and removals while a job runs raise ``TrackingBusy``. Thread-safe.
 
 ``out_dir/video.json`` (``FORMAT``), rewritten atomically after each prompt and removal and at most once a second
 while tracking: the video's frame count and size, every call made (prompts and removals, in order) and, per
@@ -72,6 +73,7 @@ class TrackJob:
     error: str | None = None
     started: float = field(default_factory=time.perf_counter)
     finished: threading.Event = field(default_factory=threading.Event)
+    changed: threading.Condition = field(default_factory=threading.Condition)  # notified at each frame and the end
 
     @property
     def fps(self) -> float:
@@ -80,6 +82,15 @@ class TrackJob:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.finished.wait(timeout)
+
+    def wait_past(self, seen: int, timeout: float) -> None:
+        """Until more than ``seen`` frames are done or the job ends (at most ``timeout`` s): a long poll's wait."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.done > seen or not self.running, timeout)
+
+    def _notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
 
 
 class VideoTracking:
@@ -320,6 +331,7 @@ class VideoTracking:
                         job.frames.append(t)
                         job.times.append(time.perf_counter())
                         job.done += 1
+                        job._notify()
                         if self._cancel.is_set():
                             plan[:] = self._position
                             job.cancelled = True
@@ -338,6 +350,7 @@ class VideoTracking:
                 except Exception as e:  # noqa: BLE001 - reported in the job
                     job.error = job.error or f"saving {RECORD}: {type(e).__name__}: {e}"
             job.finished.set()
+            job._notify()
 
 
 def _rest(plan: list, t: int, reverse: bool, n: int) -> list:

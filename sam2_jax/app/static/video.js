@@ -103,6 +103,11 @@
     c.fillStyle = "#facc15";
     for (const t of Object.keys(S.prompts)) c.fillRect(Number(t), 0, 1, 10);
   }
+  function markStrip(frames) { // frames just tracked, on the strip as drawn (no redraw of the rest)
+    const c = $("strip").getContext("2d");
+    c.fillStyle = "#3b82d6";
+    for (const t of frames) if (!S.prompts[t]) c.fillRect(t, 0, 1, 10);
+  }
   function renderObjects() {
     const ul = $("objects");
     ul.innerHTML = "";
@@ -177,8 +182,8 @@
     $("btn-cancel").disabled = false;
     $("btn-track").disabled = true;
     let seen = 0;
-    for (;;) {
-      const s = await api("GET", `/api/video/track/since/${seen}`);
+    for (;;) { // a long poll: answered once a frame is done (or the job ends), so the page idles in between
+      const s = await api("GET", `/api/video/track/next/${seen}`);
       seen += s.frames.length;
       for (const t of s.frames) { S.tracked.add(t); S.version[t] = (S.version[t] || 0) + 1; }
       if (s.frames.includes(S.frame)) draw();
@@ -186,9 +191,8 @@
       $("progress").value = s.total ? s.done / s.total : 0;
       $("track-text").textContent = `${s.done} / ${s.total} frames, ${s.fps.toFixed(1)} fps` +
         (s.cancelled ? " (cancelled)" : "") + (s.error ? ` error: ${s.error}` : "");
-      drawStrip();
+      markStrip(s.frames);
       if (!s.running) break;
-      await new Promise((r) => setTimeout(r, 150));
     }
     $("btn-cancel").disabled = true;
     $("btn-track").disabled = false;
