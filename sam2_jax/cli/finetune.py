@@ -18,7 +18,7 @@ threads, or ``--workers`` processes.
 A checkpoint is saved (asynchronously) every ``--checkpoint-every`` steps; rerunning the same command continues
 from it and ends with the params of an uninterrupted run; a finished run says so and exits 0. A rerun with another
 DATA, model or setting is refused with one line naming what differs. Bad input exits 1 with one line
-``error: <reason>``.
+``error: <reason>``. With ``--video``: the video model on clips of a video dataset (``finetune_video``).
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ import os
 import sys
 from pathlib import Path
 
+from . import finetune_video
 from .common import add_model_argument, error_line, log
 
 EVAL_FILE = "eval.json"
 TRAINABLE = ("decoder", "prompt+decoder", "all")  # training.step.TRAINABLE (not imported: keeps --help fast)
+VIDEO_TRAINABLE = ("memory", "decoder+memory")  # (and "all"): --video only
 ENCODER_LR_SCALE, LAYER_DECAY = 0.6, 0.9  # the official whole-model recipe (vision_lr / base_lr, layer_decay_value)
 
 
@@ -42,7 +44,7 @@ def register(sub) -> None:
     p.add_argument("data", help="dataset directory (images/ + masks/), or the images directory with --coco")
     add_model_argument(p)
     p.add_argument("--out", required=True, help="output directory (fine-tuned model, metrics, curves, state)")
-    p.add_argument("--train", choices=TRAINABLE, default="decoder", help="what trains (default decoder)")
+    p.add_argument("--train", choices=TRAINABLE + VIDEO_TRAINABLE, help="what trains (default decoder; --video memory)")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     p.add_argument("--batch-size", type=int, help="images per step, a multiple of the device count (default 8)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
@@ -57,7 +59,7 @@ def register(sub) -> None:
     p.add_argument("--coco", metavar="FILE", help="COCO annotation file; DATA is then its images directory")
     p.add_argument("--image-size", type=int, help="model input size (default: the model's)")
     p.add_argument("--mask-size", type=int, help="target mask size (default image size / 4, the low-res logits)")
-    p.add_argument("--max-objects", type=int, default=4, help="objects per image per step (default 4)")
+    p.add_argument("--max-objects", type=int, help="objects per image (clip) per step (default 4; --video 3)")
     p.add_argument("--correction-steps", type=int, default=2, help="correction clicks per object (default 2)")
     p.add_argument("--use-box", action="store_true", help="first prompt: a jittered box instead of a click")
     p.add_argument("--bf16", action="store_true", help="compute in bfloat16 (params stay float32)")
@@ -74,6 +76,7 @@ def register(sub) -> None:
     p.add_argument("--log-every", type=int, default=10, metavar="N", help="log metrics every N steps")
     p.add_argument("--cache-gb", type=float, default=4.0, help="host memory for cached image embeddings (GiB)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    finetune_video.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -137,8 +140,9 @@ def run(args) -> int:
         return 1
 
 
-def _run(args) -> int:
-    _check_numbers(args)
+def check_out(args, sources: dict):
+    """OUT's ``RunDirectory`` after refusing an OUT that is a file, another command's output, the model, or a run
+    of other ``sources`` (DATA, model digests)."""
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file")
@@ -152,12 +156,6 @@ def _run(args) -> int:
             )
     if Path(args.model).exists() and Path(args.model).resolve() == out.resolve():
         raise ValueError("--out must not be the --model directory")
-
-    sources = {
-        "data": fingerprint(args.data),
-        "coco": fingerprint(args.coco) if args.coco else None,
-        "model": fingerprint(args.model),
-    }
     saved = (run_dir.read_info() or {}).get("args", {})
     differ = [k for k in sources if saved and saved.get(k) != sources[k]]
     if differ:
@@ -165,6 +163,19 @@ def _run(args) -> int:
             f"{out} holds a fine-tuning run of other {' and '.join(differ)}: rerun with the same DATA "
             "and --model to resume it, or choose another --out"
         )
+    return run_dir
+
+
+def _run(args) -> int:
+    _check_numbers(args)
+    if args.video:
+        return finetune_video.run_video(args)
+    if args.train in VIDEO_TRAINABLE:
+        raise ValueError(f"--train {args.train} trains the video model's memory: it needs --video")
+    args.train, args.max_objects = args.train or "decoder", args.max_objects or 4
+    sources = {"data": fingerprint(args.data), "coco": fingerprint(args.coco) if args.coco else None,
+               "model": fingerprint(args.model)}  # fmt: skip
+    out, run_dir = Path(args.out), check_out(args, sources)
     if args.coco and not Path(args.coco).is_file():
         raise FileNotFoundError(f"no such annotation file: {args.coco}")
     if not Path(args.data).is_dir():

@@ -2,10 +2,11 @@
 jitted train step (``step``), datasets of instance masks (``data``: PNG directories, ``coco``: COCO JSON) with a
 deterministic resumable loader on grain (``loader``), video datasets (``video_data``: DAVIS / YouTube-VOS, SA-V,
 the page's video records; read by ``video_sources``) with the official clip sampler (``video_sampling``),
-generated shape datasets (``synthetic``), per-param learning-rate scales (``lr_scales``: a lower encoder rate,
-layer-wise decay over the Hiera trunk), and the data-parallel ``Trainer`` (``trainer``: its jitted functions ``jitted``,
-``embedding_cache``, ``evaluation``, multi-host ``multihost``) with its resumable run directory (``train_state``,
-``checkpoint``: orbax checkpoints)."""
+generated shape datasets (``synthetic``; shapes moving over video frames, ``synthetic_video``), per-param
+learning-rate scales (``lr_scales``: a lower encoder rate, layer-wise decay over the Hiera trunk), and the
+data-parallel ``Trainer`` (``trainer``: its jitted functions ``jitted``, ``embedding_cache``, ``evaluation``,
+multi-host ``multihost``) with its resumable run directory (``train_state``, ``checkpoint``: orbax checkpoints)
+and its video counterpart ``VideoTrainer`` (``video_trainer``: clips through ``video_step``'s train step)."""
 
 from .data import Example, SegmentationDataset
 from .embedding_cache import EmbeddingCache
@@ -22,6 +23,7 @@ from .video_data import VideoClip, VideoDataset
 from .video_prompts import ClipPlan, VideoPromptSettings, sample_plan
 from .video_sampling import ClipSample, VideoClipSource, sample_clip
 from .video_step import make_video_train_step
+from .video_trainer import VideoTrainer, clip_loader
 
 __all__ = [
     "EmbeddingCache",
@@ -60,5 +62,7 @@ __all__ = [
     "ClipPlan",
     "VideoPromptSettings",
     "make_video_train_step",
+    "VideoTrainer",
+    "clip_loader",
     "sample_plan",
 ]

@@ -25,7 +25,9 @@ image file and the iterator is put back before that batch, so the next call (or 
 (or ``with``) stops the prefetching (``state()`` stays readable); an unclosed loader does not hold up the exit.
 ``rows=(start, stop)`` yields only rows ``start:stop`` of every batch, decoding only them (a process's share in
 multi-host training, ``Trainer.data_loader``; needs ``drop_last``); ``state()`` is the same on every process.
-``batches_per_epoch``. Note grain's per-epoch seed is ``seed + epoch``: seed s's epoch 1 is seed s + 1's epoch 0.
+``batches_per_epoch``. ``prepare``: a picklable ``(k, the k-th batch's dataset indices) -> batch dict`` to run
+instead of decoding ``dataset``'s images (``dataset`` then needs only ``len``; the video trainer's clips).
+Note grain's per-epoch seed is ``seed + epoch``: seed s's epoch 1 is seed s + 1's epoch 0.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class DataLoader:
         epochs: int | None = None,
         rows: tuple[int, int] | None = None,
         worker_count: int = 0,
+        prepare=None,
     ):
         n = len(dataset)
         if batch_size < 1 or max_objects < 1 or (drop_last and n < batch_size):
@@ -145,8 +148,9 @@ class DataLoader:
         order = grain.MapDataset.range(n)
         order = order.shuffle(seed=self.seed) if shuffle else order
         batches = order.batch(batch_size, drop_remainder=drop_last).repeat(epochs)
-        self._prepare = prepare = _PrepareBatch(dataset, image_size, mask_size, max_objects, self.seed, self.rows,
-                                                num_threads)  # fmt: skip
+        if prepare is None:
+            prepare = _PrepareBatch(dataset, image_size, mask_size, max_objects, self.seed, self.rows, num_threads)
+        self._prepare = prepare
         read = grain.ReadOptions(num_threads=max(num_threads, 1), prefetch_buffer_size=max(prefetch, 1))
         pipeline = batches.map_with_index(prepare).to_iter_dataset(read)
         if worker_count > 0:
@@ -193,7 +197,7 @@ class DataLoader:
             self._final_state = self._iterator.get_state()
             self._iterator.close()
             self._iterator = None
-        if self._prepare._pool is not None:
+        if getattr(self._prepare, "_pool", None) is not None:
             self._prepare._pool.shutdown(wait=True)
             self._prepare._pool = None
 

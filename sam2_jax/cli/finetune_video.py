@@ -1,0 +1,131 @@
+"""``sam2-jax finetune DATA --video --model SRC --out OUT``: fine-tune SAM 2's video model on clips, resumably.
+
+In: DATA, a video dataset ``training.video_data.VideoDataset`` reads, found by its layout: ``JPEGImages/`` +
+``Annotations/`` (DAVIS / YouTube-VOS), ``<video>_manual.json`` files (SA-V), or a ``sam2-jax annotate`` output
+(``video.json``; ``--annotated-video VIDEO`` names the video it tracked); ``--model`` a checkpoint with the video
+tensors. Training (``training.video_trainer.VideoTrainer``): clips of ``--frames`` consecutive annotated frames
+with at most ``--max-objects`` objects (default 3), sampled as the official trainer does, one clip batch of
+``--batch-size`` (default 1) per step, the official prompt simulation (clicks, boxes or masks on conditioning
+frames, ``--corrections`` correction clicks), ``--train memory`` (default: memory attention, memory encoder,
+pointers), ``decoder+memory`` or ``all``; the frozen image encoder runs once per frame (cached, ``--cache-gb``).
+Out, in OUT, as the image fine-tuning: config.json + flax_params.safetensors (the whole video model:
+``Sam2VideoPredictor.from_pretrained(OUT)``), metrics.jsonl, curves.png, checkpoints/. Rerunning the same command
+resumes; other DATA, model or settings are refused with one line. Not supported with --video: --coco,
+--eval-fraction, --use-box, --workers, --encoder-lr-scale / --layer-decay, several devices.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["add_arguments", "open_dataset", "run_video"]
+
+
+def add_arguments(p) -> None:
+    g = p.add_argument_group("video (--video)")
+    g.add_argument("--video", action="store_true", help="fine-tune the video model on clips (DAVIS / SA-V / annotate)")
+    g.add_argument("--frames", type=int, default=8, help="frames per training clip (default 8)")
+    g.add_argument("--corrections", type=int, default=7, help="correction clicks per corrected frame (default 7)")
+    g.add_argument("--annotated-video", metavar="VIDEO", help="the video an annotate output DATA tracked")
+
+
+def open_dataset(data: str, annotated_video: str | None = None):
+    """The ``VideoDataset`` of DATA's layout (see the module docstring)."""
+    from ..training.video_data import VideoDataset
+
+    root = Path(data)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such dataset directory: {data}")
+    if (root / "JPEGImages").is_dir():
+        return VideoDataset.from_davis(root)
+    if (root / "video.json").is_file():
+        if not annotated_video:
+            raise ValueError(f"{data} is a sam2-jax annotate output: name the video it tracked with --annotated-video")
+        return VideoDataset.from_annotate(annotated_video, root)
+    if any(root.glob("*_manual.json")):
+        return VideoDataset.from_sav(root)
+    raise ValueError(f"{data}: not a video dataset (JPEGImages/ + Annotations/, SA-V *_manual.json or video.json)")
+
+
+def run_video(args) -> int:
+    from .common import log
+    from .finetune import check_out, fingerprint
+
+    for flag, bad in (("--coco", args.coco), ("--eval-fraction", args.eval_fraction), ("--use-box", args.use_box),
+                      ("--workers", args.workers), ("--encoder-lr-scale", args.encoder_lr_scale),
+                      ("--layer-decay", args.layer_decay)):  # fmt: skip
+        if bad:
+            raise ValueError(f"{flag} is not supported with --video")
+    if args.train in ("decoder", "prompt+decoder"):
+        raise ValueError(f"--train {args.train} is for images: with --video use memory, decoder+memory or all")
+    for flag, value, low in (("--frames", args.frames, 1), ("--corrections", args.corrections, 0)):
+        if value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    train, max_objects, batch_size = args.train or "memory", args.max_objects or 3, args.batch_size or 1
+    sources = {"data": fingerprint(args.data), "model": fingerprint(args.model),
+               "annotated_video": fingerprint(args.annotated_video) if args.annotated_video else None}  # fmt: skip
+    out, run_dir = Path(args.out), check_out(args, sources)
+    dataset = open_dataset(args.data, args.annotated_video)
+
+    import jax.numpy as jnp
+
+    from ..checkpoints import CheckpointError, load_params
+    from ..modeling.sam2_video_model import Sam2VideoModel
+    from ..training.video_sampling import VideoClipSource
+    from ..training.video_trainer import VideoTrainer
+    from ..utils.compile_cache import enable_compile_cache
+
+    enable_compile_cache()
+    source = VideoClipSource(dataset, args.frames, max_objects, seed=args.seed)
+    if len(source) < batch_size:
+        raise ValueError(f"{len(source)} videos of {args.frames} frames, fewer than --batch-size {batch_size}")
+    config, full = load_params(args.model)
+    if "memory_attention" not in full:
+        raise CheckpointError(f"{args.model} has no video tensors (memory attention): --video needs a video model")
+    size = args.image_size or config.prompt_encoder_config.image_size
+    config = config.at_image_size(size)
+    run_args = {**sources, "image_size": size, "max_objects": max_objects, "video": True}
+    trainer = VideoTrainer(
+        Sam2VideoModel(config),
+        full,
+        trainable=train,
+        lr=args.lr,
+        steps=args.steps,
+        warmup=args.steps // 20 if args.warmup is None else args.warmup,
+        weight_decay=args.weight_decay,
+        clip=args.clip or None,
+        batch_size=batch_size,
+        num_frames=args.frames,
+        dtype=jnp.bfloat16 if args.bf16 else None,
+        seed=args.seed,
+        cache_bytes=int(args.cache_gb * (1 << 30)),
+        num_correction_pt_per_frame=args.corrections,
+    )
+    try:
+        loader_state = trainer.resume(out, run_args)
+    except ValueError as e:
+        raise ValueError(str(e).replace("other settings", "other data, model or settings", 1)) from None
+    log(dataset.report())
+    log(source.report())
+    if loader_state is not None and trainer.complete:
+        print(f"{out}: the run is complete ({trainer.steps} steps); nothing to do")
+        return 0
+    loader = trainer.data_loader(source, size, max_objects, seed=args.seed, state=loader_state)
+    try:
+        if loader_state is None:
+            out.mkdir(parents=True, exist_ok=True)
+            if (out / "metrics.jsonl").exists():  # left by a first save that was interrupted
+                run_dir.truncate_metrics(0)
+            trainer.save(run_dir, loader.state(), run_args)  # step 0: OUT is a resumable run from now on
+        else:
+            log(f"resuming {out} at step {trainer.step} of {trainer.steps}")
+        log(f"training {train} on {len(source)} videos, {batch_size} clip(s) of {args.frames} frames per step")
+        rows = trainer.fit(loader, out, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                           progress=not args.no_progress, args=run_args, keep=args.keep)  # fmt: skip
+    finally:
+        loader.close()
+    if rows:
+        print(f"step {rows[-1]['step']}: loss {rows[-1]['loss']:.4f}, IoU {rows[-1]['iou']:.3f}")
+    print(f"fine-tuned video model in {out} ({os.path.join(str(out), 'metrics.jsonl')}, curves.png)")
+    return 0
