@@ -104,7 +104,8 @@ def page_round(drv, server, n: int, scrubs: int, rng):
     wait(drv, "s.job && s.job.done >= 2", interval=0.5)
     busy, _ = scrub(drv, 6, 0, rng)  # arrows while tracking
     # while tracking runs, polled twice a second: the page's own times are the server's (each frame is streamed
-    # at once), and a WebDriver call every 5 ms took a core from the tracking (page / track 1.24 then, 0.97 and 1.21 without)
+    # at once), and a WebDriver call every 5 ms took a core from the tracking (page / track 1.24 then; 0.97 and
+    # 1.21 in two rounds without)
     wait(drv, f"s.job && !s.job.running && s.tracked.size === {n}", interval=0.5)
     page_s = time.perf_counter() - t
     times = server.app_state.tracking.job.times  # each frame done, on the server: streamed at once

@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -44,31 +43,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 LR, WD = 1e-4, 0.1
-
-
-def _official(size: int, settings: dict):
-    """The official SAM2Train (tiny) at ``size`` px with ``settings``, randomised, dropout off (ours has none)."""
-    import torch
-    from hydra import compose
-    from hydra.utils import instantiate
-    from reference import OFFICIAL_CONFIGS, ensure_official_hydra, randomize_
-    from test_video_train_step import _import_official_trainer
-
-    _import_official_trainer()
-    ensure_official_hydra()
-    options = {"_target_": "training.model.sam2.SAM2Train", "image_size": size, **settings}
-    cfg = compose(config_name=OFFICIAL_CONFIGS["tiny"], overrides=[f"++model.{k}={v}" for k, v in options.items()])
-    torch.manual_seed(0)
-    model = instantiate(cfg.model, _recursive_=True)
-    randomize_(model, 5)
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 1.0
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        if hasattr(module, "dropout_p"):
-            module.dropout_p = 0.0
-    return model.train()
 
 
 def _clip(frames: int, batch: int, objects: int, size: int):
@@ -96,33 +70,21 @@ def _clip(frames: int, batch: int, objects: int, size: int):
 def _official_step(model, pixels, masks, trained: tuple[str, ...]):
     """One official step: SAM2Train.forward, the MOSE-weighted loss, backward, AdamW over ``trained``; -> loss."""
     import torch
-    from test_losses import official_loss_fns
+    from test_video_train_step import official_batch, official_criterion
 
-    t, b, o, s = masks.shape[:4]
-    n = b * o
+    t, b, s = masks.shape[0], masks.shape[1], masks.shape[3]
     flat = torch.from_numpy(pixels.transpose(1, 0, 4, 2, 3).reshape(b * t, 3, s, s).copy())
-    video = np.repeat(np.arange(b), o)
-    idx = np.broadcast_to(video, (t, n)) * t + np.arange(t)[:, None]
-    batch = types.SimpleNamespace(
-        flat_img_batch=flat,
-        masks=torch.from_numpy(masks.reshape(t, n, s, s).copy()),
-        num_frames=t,
-        flat_obj_to_img_idx=torch.from_numpy(np.ascontiguousarray(idx)),
-    )
+    batch = official_batch(flat, masks)
     named = [p for k, p in model.named_parameters() if k.startswith(trained)]
     for k, p in model.named_parameters():
         p.requires_grad_(k.startswith(trained))
-    weights = {"loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0}
-    crit = official_loss_fns().MultiStepMultiMasksAndIous(
-        weights, supervise_all_iou=True, iou_use_l1_loss=True, pred_obj_scores=True
-    )
     if not hasattr(model, "_bench_opt"):
         decay, no_decay = [p for p in named if p.dim() >= 2], [p for p in named if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}]
         model._bench_opt = torch.optim.AdamW(groups, lr=LR)
     opt = model._bench_opt
     opt.zero_grad()
-    loss = crit(model(batch), batch.masks)["core_loss"]
+    loss = official_criterion()(model(batch), batch.masks)["core_loss"]
     loss.backward()
     opt.step()
     return float(loss.detach())
@@ -157,7 +119,9 @@ def worker(args) -> dict:
                         num_frames_to_correct_for_train=1, num_init_cond_frames_for_train=1,
                         num_correction_pt_per_frame=args.corrections)  # fmt: skip
     settings = {k: v for k, v in settings.items() if not k.startswith("box_noise")}
-    model = _official(args.image_size, settings)
+    from test_video_train_step import official_train_model
+
+    model = official_train_model(args.image_size, settings, 1.0).train()
     out = {"case": case, "side": side}
     if side == "official":
         from test_video_train_step import OFFICIAL_MEMORY
@@ -244,6 +208,8 @@ def main() -> None:
     p.add_argument("--skip-run", action="store_true")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.frames < 3:  # with the MOSE settings up to 2 frames are conditioning frames: no memory would train
+        p.error(f"--frames must be >= 3 (the MOSE settings condition on up to 2 frames), got {args.frames}")
     if args.worker:
         print("RESULT " + json.dumps(worker(args)), flush=True)
         return

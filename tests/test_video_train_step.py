@@ -63,36 +63,39 @@ def _import_official_trainer():
     return official
 
 
-@functools.cache
-def _official_model():
+def official_train_model(image_size: int, settings: dict, shift: float):
+    """The official ``SAM2Train`` (tiny) at ``image_size`` with the training ``settings`` (its yaml's names), every
+    tensor randomised, the object-score head's bias raised by ``shift``, dropout off (ours has none); also for
+    ``benchmarks/bench_train.py``."""
     import torch
     from hydra import compose
     from hydra.utils import instantiate
 
     _import_official_trainer()
     ensure_official_hydra()
-    s = SETTINGS
-    options = {
-        "_target_": "training.model.sam2.SAM2Train",
-        "image_size": S,
-        **{k: getattr(s, k) for k in ("prob_to_use_pt_input_for_train", "prob_to_use_box_input_for_train",
-                                      "num_frames_to_correct_for_train", "rand_frames_to_correct_for_train",
-                                      "num_init_cond_frames_for_train", "rand_init_cond_frames_for_train",
-                                      "add_all_frames_to_correct_as_cond", "num_correction_pt_per_frame",
-                                      "prob_to_sample_from_gt_for_train")},
-    }  # fmt: skip
+    options = {"_target_": "training.model.sam2.SAM2Train", "image_size": image_size, **settings}
     cfg = compose(config_name=OFFICIAL_CONFIGS["tiny"], overrides=[f"++model.{k}={v}" for k, v in options.items()])
     torch.manual_seed(0)
     model = instantiate(cfg.model, _recursive_=True)
     randomize_(model, 5)
     with torch.no_grad():  # randomised, the object-score head says "absent" for everything; shifted, it varies
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += SHIFT
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += shift
     for module in model.modules():  # the official training runs dropout; ours has none
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
         if hasattr(module, "dropout_p"):
             module.dropout_p = 0.0
     return model
+
+
+@functools.cache
+def _official_model():
+    s = SETTINGS
+    names = ("prob_to_use_pt_input_for_train", "prob_to_use_box_input_for_train", "num_frames_to_correct_for_train",
+             "rand_frames_to_correct_for_train", "num_init_cond_frames_for_train", "rand_init_cond_frames_for_train",
+             "add_all_frames_to_correct_as_cond", "num_correction_pt_per_frame",
+             "prob_to_sample_from_gt_for_train")  # fmt: skip
+    return official_train_model(S, {k: getattr(s, k) for k in names}, SHIFT)
 
 
 class ReplayRng:
@@ -218,6 +221,29 @@ def make_setup():
     return dict(model=model, pixels=flat, masks=masks, features=features, config=config, params=params, train=train)
 
 
+def official_batch(flat_pixels, masks):
+    """What ``SAM2Train.forward`` reads of a ``BatchedVideoDatapoint``: ``flat_pixels`` (B * T, 3, S, S) torch,
+    video-major; ``masks`` (T, B, O, S, S) bool NumPy."""
+    import torch
+
+    t, b, o, s = masks.shape[:4]
+    idx = np.broadcast_to(np.repeat(np.arange(b), o), (t, b * o)) * t + np.arange(t)[:, None]  # video * T + frame
+    return types.SimpleNamespace(
+        flat_img_batch=flat_pixels,
+        masks=torch.from_numpy(masks.reshape(t, b * o, s, s).copy()),
+        num_frames=t,
+        flat_obj_to_img_idx=torch.from_numpy(np.ascontiguousarray(idx)),
+    )
+
+
+def official_criterion():
+    """The official ``MultiStepMultiMasksAndIous`` with the MOSE fine-tuning weights and options."""
+    weights = {"loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0}
+    return official_loss_fns().MultiStepMultiMasksAndIous(
+        weights, supervise_all_iou=True, iou_use_l1_loss=True, pred_obj_scores=True
+    )
+
+
 def official_step(setup, draws, monkeypatch):
     """One official training step: the loss, the state dict after AdamW over the memory path, the gradients."""
     import torch
@@ -225,24 +251,11 @@ def official_step(setup, draws, monkeypatch):
     official = _import_official_trainer()
     model = copy.deepcopy(setup["model"]).train()
     _patch_samplers(monkeypatch, official, model, ReplayRng(draws, SETTINGS))
-    n = B * O
-    masks = torch.from_numpy(setup["masks"].reshape(T, n, S, S).copy())
-    video = np.repeat(np.arange(B), O)
-    idx = torch.from_numpy(
-        np.stack([np.broadcast_to(np.arange(T)[:, None], (T, n)), np.broadcast_to(video, (T, n))], -1)
-    )
-    batch = types.SimpleNamespace(
-        flat_img_batch=setup["pixels"], masks=masks, num_frames=T, flat_obj_to_img_idx=idx[..., 1] * T + idx[..., 0]
-    )
+    batch = official_batch(setup["pixels"], setup["masks"])
     named = [(k, p) for k, p in model.named_parameters() if k.startswith(OFFICIAL_MEMORY)]
     for k, p in model.named_parameters():
         p.requires_grad_(k.startswith(OFFICIAL_MEMORY))
-    outs = model(batch)
-    weights = {"loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0}
-    crit = official_loss_fns().MultiStepMultiMasksAndIous(
-        weights, supervise_all_iou=True, iou_use_l1_loss=True, pred_obj_scores=True
-    )
-    loss = crit(outs, masks)["core_loss"]
+    loss = official_criterion()(model(batch), batch.masks)["core_loss"]
     loss.backward()
     for _, p in named:  # unused in this forward: torch would skip them, optax decays them; make torch do the same
         if p.grad is None:

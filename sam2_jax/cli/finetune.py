@@ -23,7 +23,6 @@ DATA, model or setting is refused with one line naming what differs. Bad input e
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from . import finetune_video
 from .common import add_model_argument, error_line, log
+from .finetune_run import begin_run, check_out, fingerprint, fit_run, resume_run
 
 EVAL_FILE = "eval.json"
 TRAINABLE = ("decoder", "prompt+decoder", "all")  # training.step.TRAINABLE (not imported: keeps --help fast)
@@ -80,18 +80,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def fingerprint(path: str) -> str:
-    """A digest of a local file or directory's content listing (relative names and sizes); a Hub id as it is."""
-    p = Path(path)
-    if not p.exists():
-        return str(path)
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f"{f.relative_to(p) if f != p else f.name}\0{f.stat().st_size}\n".encode())
-    return h.hexdigest()[:16]
-
-
 def _check_numbers(args) -> None:
     for flag, value, low in (
         ("--steps", args.steps, 1),
@@ -105,6 +93,8 @@ def _check_numbers(args) -> None:
         ("--mask-size", args.mask_size, 1),
         ("--image-size", args.image_size, 16),
         ("--warmup", args.warmup, 0),
+        ("--frames", args.frames, 1),
+        ("--corrections", args.corrections, 0),
     ):
         if value is not None and value < low:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
@@ -138,32 +128,6 @@ def run(args) -> int:
     except (CheckpointError, FileNotFoundError, FileExistsError, ValueError, OSError, RuntimeError) as e:
         print(error_line(e), file=sys.stderr)
         return 1
-
-
-def check_out(args, sources: dict):
-    """OUT's ``RunDirectory`` after refusing an OUT that is a file, another command's output, the model, or a run
-    of other ``sources`` (DATA, model digests)."""
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file")
-    from ..training.train_state import CHECKPOINT_DIR, RunDirectory
-
-    run_dir = RunDirectory(out, args.keep)
-    if out.is_dir() and any(out.iterdir()) and not (out / CHECKPOINT_DIR).is_dir():
-        if run_dir.model_step() is None:  # (not even the model files of an interrupted first save)
-            raise ValueError(
-                f"{out} exists and is not the output of sam2-jax finetune (no {CHECKPOINT_DIR}): choose another --out"
-            )
-    if Path(args.model).exists() and Path(args.model).resolve() == out.resolve():
-        raise ValueError("--out must not be the --model directory")
-    saved = (run_dir.read_info() or {}).get("args", {})
-    differ = [k for k in sources if saved and saved.get(k) != sources[k]]
-    if differ:
-        raise ValueError(
-            f"{out} holds a fine-tuning run of other {' and '.join(differ)}: rerun with the same DATA "
-            "and --model to resume it, or choose another --out"
-        )
-    return run_dir
 
 
 def _run(args) -> int:
@@ -243,10 +207,7 @@ def _run(args) -> int:
         cache_bytes=int(args.cache_gb * (1 << 30)),
         **encoder_rates(args),
     )
-    try:
-        loader_state = trainer.resume(out, run_args)
-    except ValueError as e:
-        raise ValueError(str(e).replace("other settings", "other data, model or settings", 1)) from None
+    loader_state = resume_run(trainer, out, run_args)
     evaluate = lambda p: trainer.evaluate(p, eval_set, mask_size=mask_size, max_objects=args.max_objects)  # noqa: E731
     log(dataset.report())
     if loader_state is not None and trainer.complete:
@@ -263,31 +224,14 @@ def _run(args) -> int:
         worker_count=args.workers,
     )
     try:
-        if loader_state is None:
-            out.mkdir(parents=True, exist_ok=True)
-            if (out / "metrics.jsonl").exists():  # left by a first save that was interrupted
-                run_dir.truncate_metrics(0)
-            trainer.save(run_dir, loader.state(), run_args)  # step 0: OUT is a resumable run from now on
-            if eval_set is not None:
-                before = evaluate(trainer.params)
-                log(f"held-out mIoU before: {before:.4f} ({len(eval_set)} images)")
-                atomic_write(out / EVAL_FILE, lambda f: f.write(json.dumps({"before": before}).encode()))
-        else:
-            log(f"resuming {out} at step {trainer.step} of {trainer.steps}")
+        if begin_run(trainer, run_dir, loader, loader_state, run_args) and eval_set is not None:
+            before = evaluate(trainer.params)
+            log(f"held-out mIoU before: {before:.4f} ({len(eval_set)} images)")
+            atomic_write(out / EVAL_FILE, lambda f: f.write(json.dumps({"before": before}).encode()))
         log(f"training {args.train} on {len(train_set)} images, batch {batch_size} over {n_dev} device(s)")
-        rows = trainer.fit(
-            loader,
-            out,
-            checkpoint_every=args.checkpoint_every,
-            log_every=args.log_every,
-            progress=not args.no_progress,
-            args=run_args,
-            keep=args.keep,
-        )
+        fit_run(trainer, loader, args, run_args)
     finally:
         loader.close()
-    if rows:
-        print(f"step {rows[-1]['step']}: loss {rows[-1]['loss']:.4f}, IoU {rows[-1]['iou']:.3f}")
     if eval_set is not None:
         results = json.loads((out / EVAL_FILE).read_text()) if (out / EVAL_FILE).exists() else {}
         results["after"] = evaluate(trainer.params)

@@ -50,7 +50,7 @@ def open_dataset(data: str, annotated_video: str | None = None):
 
 def run_video(args) -> int:
     from .common import log
-    from .finetune import check_out, fingerprint
+    from .finetune_run import begin_run, check_out, fingerprint, fit_run, resume_run
 
     for flag, bad in (("--coco", args.coco), ("--eval-fraction", args.eval_fraction), ("--use-box", args.use_box),
                       ("--workers", args.workers), ("--encoder-lr-scale", args.encoder_lr_scale),
@@ -59,9 +59,6 @@ def run_video(args) -> int:
             raise ValueError(f"{flag} is not supported with --video")
     if args.train in ("decoder", "prompt+decoder"):
         raise ValueError(f"--train {args.train} is for images: with --video use memory, decoder+memory or all")
-    for flag, value, low in (("--frames", args.frames, 1), ("--corrections", args.corrections, 0)):
-        if value < low:
-            raise ValueError(f"{flag} must be >= {low}, got {value}")
     train, max_objects, batch_size = args.train or "memory", args.max_objects or 3, args.batch_size or 1
     sources = {"data": fingerprint(args.data), "model": fingerprint(args.model),
                "annotated_video": fingerprint(args.annotated_video) if args.annotated_video else None}  # fmt: skip
@@ -102,10 +99,7 @@ def run_video(args) -> int:
         cache_bytes=int(args.cache_gb * (1 << 30)),
         num_correction_pt_per_frame=args.corrections,
     )
-    try:
-        loader_state = trainer.resume(out, run_args)
-    except ValueError as e:
-        raise ValueError(str(e).replace("other settings", "other data, model or settings", 1)) from None
+    loader_state = resume_run(trainer, out, run_args)
     log(dataset.report())
     log(source.report())
     if loader_state is not None and trainer.complete:
@@ -113,19 +107,10 @@ def run_video(args) -> int:
         return 0
     loader = trainer.data_loader(source, size, max_objects, seed=args.seed, state=loader_state)
     try:
-        if loader_state is None:
-            out.mkdir(parents=True, exist_ok=True)
-            if (out / "metrics.jsonl").exists():  # left by a first save that was interrupted
-                run_dir.truncate_metrics(0)
-            trainer.save(run_dir, loader.state(), run_args)  # step 0: OUT is a resumable run from now on
-        else:
-            log(f"resuming {out} at step {trainer.step} of {trainer.steps}")
+        begin_run(trainer, run_dir, loader, loader_state, run_args)
         log(f"training {train} on {len(source)} videos, {batch_size} clip(s) of {args.frames} frames per step")
-        rows = trainer.fit(loader, out, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                           progress=not args.no_progress, args=run_args, keep=args.keep)  # fmt: skip
+        fit_run(trainer, loader, args, run_args)
     finally:
         loader.close()
-    if rows:
-        print(f"step {rows[-1]['step']}: loss {rows[-1]['loss']:.4f}, IoU {rows[-1]['iou']:.3f}")
     print(f"fine-tuned video model in {out} ({os.path.join(str(out), 'metrics.jsonl')}, curves.png)")
     return 0

@@ -65,6 +65,22 @@ def _flat(tree) -> dict[str, object]:
     return {"/".join(k): v for k, v in flatten_dict(tree).items()}
 
 
+def base_hparams(trainable, lr, steps, warmup, weight_decay, clip, batch_size, dtype, seed, loss_kwargs) -> dict:
+    """The hyperparameters every trainer's run records (as JSON values) and a resume must match."""
+    return dict(
+        trainable=trainable,
+        lr=float(lr),
+        steps=int(steps),
+        warmup=int(warmup),
+        weight_decay=float(weight_decay),
+        clip=None if clip is None else float(clip),
+        batch_size=int(batch_size),
+        dtype=None if dtype is None else jnp.dtype(dtype).name,
+        seed=int(seed),
+        loss_kwargs=loss_kwargs or {},
+    )
+
+
 class Trainer:
     """See the module docstring. ``params`` may hold NumPy or JAX arrays; ``Trainer.params`` is the image tree."""
 
@@ -112,18 +128,9 @@ class Trainer:
             )
         self.trainable, self.steps, self.batch_size = trainable, int(steps), int(batch_size)
         self.hparams = dict(
-            trainable=trainable,
-            lr=float(lr),
-            steps=int(steps),
-            warmup=int(warmup),
-            weight_decay=float(weight_decay),
-            clip=None if clip is None else float(clip),
-            batch_size=int(batch_size),
+            **base_hparams(trainable, lr, steps, warmup, weight_decay, clip, batch_size, dtype, seed, loss_kwargs),
             num_correction_steps=int(num_correction_steps),
             use_box=bool(use_box),
-            dtype=None if dtype is None else jnp.dtype(dtype).name,
-            seed=int(seed),
-            loss_kwargs=loss_kwargs or {},
             multimask_max_points=int(multimask_max_points),
             encoder_lr_scale=float(encoder_lr_scale),
             layer_decay=float(layer_decay),
@@ -150,9 +157,14 @@ class Trainer:
         self._step, self._embed, self._eval = fns.step, fns.embed, fns.eval
         self.multihost, self.is_writer = multihost.spans_processes(self.mesh), multihost.is_writer(self.mesh)
         self.rows = multihost.process_rows(self._data, self.batch_size)  # this process's rows of a batch
-        self.full_params = dict(params)
-        self.initial = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), image_params(self.full_params))
-        self.labels = _flat(trainable_labels(self.initial, trainable))  # "a/b/c" -> "train" / "freeze"
+        self._start(params, image_params(dict(params)), cache_bytes, seed)
+
+    def _start(self, full_params, trained, cache_bytes: int, seed: int) -> None:
+        """Step 0: ``trained`` (the tree the step takes, float32) replicated with its optimizer state; the
+        ``full_params`` kept for the export; the embedding cache; the key."""
+        self.full_params = dict(full_params)
+        self.initial = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), trained)
+        self.labels = _flat(trainable_labels(self.initial, self.trainable))  # "a/b/c" -> "train" / "freeze"
         self.cache = EmbeddingCache(cache_bytes)
         self.params = self.replicate(self.initial)
         self.opt_state = self.replicate(jax.device_get(self._train.init(self.initial)))

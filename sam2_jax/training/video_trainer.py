@@ -38,9 +38,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .embedding_cache import EmbeddingCache
-from .step import make_optimizer, make_schedule, trainable_labels
-from .trainer import Trainer, _flat
+from .step import make_optimizer, make_schedule
+from .trainer import Trainer, base_hparams
 from .video_prompts import VideoPromptSettings, sample_plan
 from .video_step import MOSE_LOSS, Caller, clip_frame_features, clip_loss, make_video_train_step, video_training_model
 
@@ -143,17 +142,8 @@ class VideoTrainer(Trainer):
         self.trainable, self.steps, self.batch_size = trainable, int(steps), int(batch_size)
         self.num_frames = int(num_frames)
         self.hparams = dict(
-            trainable=trainable,
-            lr=float(lr),
-            steps=int(steps),
-            warmup=int(warmup),
-            weight_decay=float(weight_decay),
-            clip=None if clip is None else float(clip),
-            batch_size=int(batch_size),
+            **base_hparams(trainable, lr, steps, warmup, weight_decay, clip, batch_size, dtype, seed, loss_kwargs),
             num_frames=int(num_frames),
-            dtype=None if dtype is None else jnp.dtype(dtype).name,
-            seed=int(seed),
-            loss_kwargs=loss_kwargs or {},
             remat=bool(remat),
             settings=dataclasses.asdict(settings),
         )
@@ -163,13 +153,7 @@ class VideoTrainer(Trainer):
                         bool(remat))  # fmt: skip
         self.optimizer, self._lr, self._train, self._step = fns.optimizer, fns.lr, fns.train, fns.train.step
         self._features, self._eval = fns.features, fns.eval
-        self.full_params = dict(params)
-        self.initial = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), self.full_params)
-        self.labels = _flat(trainable_labels(self.initial, trainable))
-        self.cache = EmbeddingCache(cache_bytes)
-        self.params = self.replicate(self.initial)
-        self.opt_state = self.replicate(jax.device_get(self._train.init(self.initial)))
-        self.step, self.key, self.elapsed = 0, jax.random.PRNGKey(seed), 0.0
+        self._start(params, params, cache_bytes, seed)  # the whole video tree trains (its frozen part masked)
 
     def data_loader(self, source, image_size: int | None = None, max_objects: int = 3, **kwargs):
         """``clip_loader`` of this trainer's batch size over ``source`` (a ``VideoClipSource``)."""
