@@ -30,7 +30,7 @@ Prompts and removals while a job runs raise ``TrackingBusy``. Thread-safe.
 ``out_dir/video.json`` (``FORMAT``), rewritten atomically after each prompt and removal and at most once a second
 while tracking: the video's frame count and size, every call made (prompts and removals, in order) and, per
 tracked frame, each object's mask as COCO RLE (each label image encoded once; while tracking, saves take at
-most a tenth of the time). Just before it, the tracking state goes to ``out_dir/.tracking/``
+most a tenth of the time). Just after it, the tracking state goes to ``out_dir/.tracking/``
 (``frontends.video.state_dir``: each tracked frame's records written once, a small head rewritten), with what is
 left of the tracking plan. A restart on the same OUT (also after kill -9 mid-track) shows the tracked frames'
 saved masks and restores that state, so ``start_tracking()`` carries on from the last frame saved, as ``sam2-jax
@@ -200,11 +200,14 @@ class VideoTracking:
             masks[str(t)] = cached[2]
         plan = self._plan if self._position is None else self._position
         info = {"calls": len(self._calls), "plan": plan, "dirty": sorted(self._dirty)}
-        self._state_dir.save(self.state, info)  # before the record: its calls are those of a saved state
         f = self.frames
         rec = {"format": FORMAT, "frames": f.num_frames, "width": f.video_width, "height": f.video_height,
                "objects": ids, "calls": self._calls, "masks": masks, "palette": self.palette}  # fmt: skip
         atomic_write(self.out / RECORD, lambda fh: fh.write(json.dumps(rec).encode()))
+        # the state after the record: a kill between the two leaves a state behind the record, whose frames are
+        # tracked again (or, for a call the state lacks, the record's calls replayed), never a record behind
+        # the state (frames the state has tracked that the record and the page would not show)
+        self._state_dir.save(self.state, info)
         self._save_s = time.monotonic() - now
 
     @property
